@@ -1,0 +1,438 @@
+#include "bridge.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batcher.h"
+#include "consumer.h"
+#include "decode.h"
+#include "offsets.h"
+#include "util.h"
+#include "writer.h"
+
+/* Default largest record; bigger ones become dead letters. */
+#define KPB_MAX_RECORD_BYTES (1024 * 1024)
+
+typedef struct kpb_bridge_s {
+    const kpb_config_t *conf;
+    rd_kafka_t *rk;
+    kpb_writer_t *writer;
+    kpb_batcher_t *batcher;
+    kpb_offsets_t offsets;
+    kpb_hdrvec_t hdrs;
+    volatile sig_atomic_t *stop;
+    int cooperative;
+    int failed; /* a fatal error: stop with exit code 1 */
+    uint64_t consumed, written, dead, flushes;
+    int64_t started_ms;
+} kpb_bridge_t;
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void message_free(void *ref) {
+    rd_kafka_message_destroy(ref);
+}
+
+static const kpb_topic_t *topic_of(const kpb_config_t *conf,
+                                   const char *name) {
+    return kpb_config_topic(conf, name);
+}
+
+/* Retry policy for transient database failures: 100 ms doubling to 30 s,
+ * with jitter so that several instances do not reconnect in lock step.  The
+ * whole flush is retried; nothing is skipped, so memory stays bounded only
+ * because nothing more is consumed meanwhile (this loop does not poll). */
+static int64_t backoff_ms(int attempt) {
+    int64_t ms = 100;
+    for (int i = 0; i < attempt && ms < 30000; i++)
+        ms *= 2;
+    if (ms > 30000)
+        ms = 30000;
+    return ms / 2 + (int64_t)(rand() % (int)(ms / 2 + 1));
+}
+
+static void commit_kafka(kpb_bridge_t *b, const kpb_flush_t *f, int async) {
+    rd_kafka_topic_partition_list_t *list =
+        rd_kafka_topic_partition_list_new((int)f->part_cnt);
+    for (uint32_t i = 0; i < f->part_cnt; i++)
+        rd_kafka_topic_partition_list_add(list, f->parts[i].topic,
+                                          f->parts[i].partition)
+            ->offset = f->parts[i].next_offset;
+    /* The database already holds these positions; the Kafka commit is for
+     * lag tools and for a fallback, so its failure is only logged. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(b->rk, list, async);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        kpb_warn("kafka offset commit failed: %s (positions are safe in "
+                 "PostgreSQL)",
+                 rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Re-reads a fenced partition's stored position and starts over from it. */
+static void refetch_position(kpb_bridge_t *b, const char *topic,
+                             int32_t partition) {
+    char err[512];
+    int64_t next = -1;
+    if (kpb_writer_positions(b->writer, topic, &partition, 1, &next, err,
+                             sizeof(err))) {
+        kpb_warn("%s", err);
+        return;
+    }
+    kpb_pos_t *p = kpb_offsets_find(&b->offsets, topic, partition);
+    if (!p)
+        return;
+    p->from = next;
+    p->read = -1;
+    p->at_end = 0;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset =
+        next >= 0 ? next : RD_KAFKA_OFFSET_STORED;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(b->rk, list, 5000);
+    if (error) {
+        kpb_warn("seek %s [%d]: %s", topic, (int)partition,
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Writes everything buffered.  Returns 0 when written (or nothing was
+ * buffered), -1 on a fatal error or when stopped during retries. */
+static int flush(kpb_bridge_t *b, int final) {
+    kpb_flush_t *f = kpb_batcher_take(b->batcher);
+    if (!f)
+        return 0;
+    int attempt = 0;
+    char err[1024] = "";
+    char last_err[1024] = "";
+    int rc = -1;
+    int64_t t0 = kpb_now_ms();
+    for (;;) {
+        if (f->item_cnt == 0) {
+            rc = 0;
+            break;
+        }
+        int64_t *from = kpb_xmalloc(f->part_cnt * sizeof(*from));
+        for (uint32_t i = 0; i < f->part_cnt; i++) {
+            kpb_pos_t *p = kpb_offsets_find(&b->offsets, f->parts[i].topic,
+                                            f->parts[i].partition);
+            from[i] = p ? p->from : -1;
+        }
+        kpb_write_stats_t st;
+        uint32_t fenced = 0;
+        kpb_write_rc_t wrc = KPB_WRITE_TRANSIENT;
+        if (kpb_writer_connect(b->writer, err, sizeof(err)) == 0)
+            wrc = kpb_writer_write(b->writer, f, from, &fenced, &st, err,
+                                   sizeof(err));
+        free(from);
+        if (wrc == KPB_WRITE_OK) {
+            for (uint32_t i = 0; i < f->part_cnt; i++)
+                kpb_offsets_written(&b->offsets, f->parts[i].topic,
+                                    f->parts[i].partition,
+                                    f->parts[i].next_offset);
+            commit_kafka(b, f, !final);
+            b->written += st.events;
+            b->dead += st.dead;
+            b->flushes++;
+            kpb_debug("flush: %u events, %u dead letters, %u statements, "
+                      "%u partitions in %lld ms",
+                      st.events, st.dead, st.statements, f->part_cnt,
+                      (long long)(kpb_now_ms() - t0));
+            if (attempt)
+                kpb_info("database write succeeded after %d retries",
+                         attempt);
+            rc = 0;
+            break;
+        }
+        if (wrc == KPB_WRITE_FENCED) {
+            kpb_fpart_t part = f->parts[fenced];
+            kpb_warn("fenced: %s; dropping its buffered records", err);
+            uint32_t n = kpb_flush_drop_partition(f, part.topic,
+                                                  part.partition,
+                                                  b->conf->max_events);
+            kpb_info("dropped %u records of %s [%d]; they are read again by "
+                     "whoever owns the partition",
+                     n, part.topic, (int)part.partition);
+            refetch_position(b, part.topic, part.partition);
+            continue;
+        }
+        if (wrc == KPB_WRITE_FATAL) {
+            kpb_error("database write failed: %s", err);
+            b->failed = 1;
+            break;
+        }
+        /* Transient: log a cause once, not every retry. */
+        if (strcmp(err, last_err)) {
+            kpb_warn("database write failed, will retry: %s", err);
+            snprintf(last_err, sizeof(last_err), "%s", err);
+        }
+        if (*b->stop > 1) {
+            break;
+        }
+        int64_t wait = backoff_ms(attempt++);
+        int64_t until = kpb_now_ms() + wait;
+        while (kpb_now_ms() < until && *b->stop < 2)
+            sleep_ms(until - kpb_now_ms() > 100 ? 100 : until - kpb_now_ms());
+    }
+    kpb_flush_destroy(f);
+    return rc;
+}
+
+static void on_assign(kpb_bridge_t *b,
+                      rd_kafka_topic_partition_list_t *parts) {
+    char err[512];
+    int attempt = 0;
+    /* Positions come from the database: block until it answers, since
+     * starting anywhere else could write twice.  librdkafka allows
+     * max.poll.interval.ms for this. */
+    for (;;) {
+        int ok = kpb_writer_connect(b->writer, err, sizeof(err)) == 0;
+        for (int i = 0; ok && i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            const kpb_topic_t *t = topic_of(b->conf, tp->topic);
+            int64_t next = -1;
+            if (!t)
+                continue;
+            if (kpb_writer_positions(b->writer, t->name, &tp->partition, 1,
+                                     &next, err, sizeof(err))) {
+                ok = 0;
+                break;
+            }
+            /* No row: Kafka's committed offset, then auto.offset.reset. */
+            tp->offset = next >= 0 ? next : RD_KAFKA_OFFSET_INVALID;
+            kpb_offsets_assign(&b->offsets, t->name, tp->partition, next);
+            kpb_info("assigned %s [%d] from %s %lld", t->name,
+                     (int)tp->partition,
+                     next >= 0 ? "stored offset" : "kafka position",
+                     (long long)next);
+        }
+        if (ok)
+            break;
+        kpb_warn("reading positions failed, will retry: %s", err);
+        if (*b->stop) {
+            b->failed = 1;
+            break;
+        }
+        sleep_ms(backoff_ms(attempt++));
+    }
+    if (b->cooperative) {
+        rd_kafka_error_t *error = rd_kafka_incremental_assign(b->rk, parts);
+        if (error) {
+            kpb_error("incremental assign: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    } else {
+        rd_kafka_assign(b->rk, parts);
+    }
+}
+
+static void on_revoke(kpb_bridge_t *b,
+                      rd_kafka_topic_partition_list_t *parts) {
+    /* Everything buffered is written before the partitions go, so the next
+     * owner starts exactly where this one stopped. */
+    if (flush(b, 1))
+        kpb_warn("revoke: buffered records were not written; the next "
+                 "owner reads them again");
+    for (int i = 0; i < parts->cnt; i++)
+        kpb_offsets_revoke(&b->offsets, parts->elems[i].topic,
+                           parts->elems[i].partition);
+    if (b->cooperative) {
+        rd_kafka_error_t *error = rd_kafka_incremental_unassign(b->rk, parts);
+        if (error) {
+            kpb_error("incremental unassign: %s",
+                      rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    } else {
+        rd_kafka_assign(b->rk, NULL);
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
+    kpb_bridge_t *b = opaque;
+    (void)rk;
+    b->cooperative = !strcmp(rd_kafka_rebalance_protocol(b->rk),
+                             "COOPERATIVE");
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(b, parts);
+    else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        on_revoke(b, parts);
+    else {
+        kpb_error("rebalance failed: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(b->rk, NULL);
+    }
+}
+
+static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
+    const char *name = rd_kafka_topic_name(rkm->rkt);
+    const kpb_topic_t *t = topic_of(b->conf, name);
+    if (!t || !kpb_offsets_find(&b->offsets, t->name, rkm->partition)) {
+        /* Not ours (any more): a late message of a revoked partition. */
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    kpb_record_t rec;
+    kpb_consumer_record(rkm, t->name, &b->hdrs, &rec);
+    kpb_item_t item;
+    memset(&item, 0, sizeof(item));
+    char detail[512];
+    item.reason = kpb_decode(t, &rec, KPB_MAX_RECORD_BYTES,
+                             kpb_batcher_arena(b->batcher), &item.ev, detail,
+                             sizeof(detail));
+    item.topic = t->name;
+    item.table = t->table;
+    item.partition = rkm->partition;
+    item.offset = rkm->offset;
+    item.key = rkm->key;
+    item.key_len = rkm->key_len;
+    item.value = rkm->payload;
+    item.value_len = rkm->len;
+    if (item.reason != KPB_REASON_NONE) {
+        item.detail = kpb_arena_strndup(kpb_batcher_arena(b->batcher),
+                                        detail, strlen(detail));
+        kpb_warn("dead letter: %s partition %d offset %lld: %s: %s", t->name,
+                 (int)rkm->partition, (long long)rkm->offset,
+                 kpb_reason_name(item.reason), detail);
+    }
+    kpb_offsets_read(&b->offsets, t->name, rkm->partition, rkm->offset);
+    b->consumed++;
+    kpb_batcher_add(b->batcher, &item, kpb_now_ms());
+    kpb_batcher_keep(b->batcher, rkm);
+}
+
+static int handle_error(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        const char *name = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "";
+        const kpb_topic_t *t = topic_of(b->conf, name);
+        if (t)
+            kpb_offsets_eof(&b->offsets, t->name, rkm->partition,
+                            rkm->offset);
+        return 0;
+    }
+    rd_kafka_resp_err_t err = rkm->err;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char reason[512];
+        err = rd_kafka_fatal_error(b->rk, reason, sizeof(reason));
+        kpb_error("fatal kafka error: %s: %s", rd_kafka_err2name(err),
+                  reason);
+        return -1;
+    }
+    kpb_warn("kafka: %s", rd_kafka_message_errstr(rkm));
+    return 0;
+}
+
+int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
+                   volatile sig_atomic_t *stop) {
+    kpb_bridge_t b;
+    char err[1024];
+    memset(&b, 0, sizeof(b));
+    b.conf = conf;
+    b.stop = stop;
+    b.started_ms = kpb_now_ms();
+    kpb_offsets_init(&b.offsets);
+    b.writer = kpb_writer_new(conf);
+    b.batcher = kpb_batcher_new(conf->max_events, conf->linger_ms,
+                                message_free);
+    int code = 1;
+
+    rd_kafka_conf_t *kc = kpb_consumer_conf(conf, err, sizeof(err));
+    if (!kc) {
+        kpb_error("%s", err);
+        goto out;
+    }
+    rd_kafka_conf_set_opaque(kc, &b);
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    b.rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
+    if (!b.rk) {
+        rd_kafka_conf_destroy(kc);
+        kpb_error("cannot create the Kafka consumer: %s", err);
+        goto out;
+    }
+    rd_kafka_poll_set_consumer(b.rk);
+
+    /* Connect early so a wrong conninfo fails fast, before joining. */
+    int attempt = 0;
+    while (kpb_writer_connect(b.writer, err, sizeof(err))) {
+        kpb_warn("%s; will retry", err);
+        if (*stop)
+            goto out;
+        sleep_ms(backoff_ms(attempt++));
+    }
+
+    rd_kafka_topic_partition_list_t *subs =
+        rd_kafka_topic_partition_list_new((int)conf->topic_cnt);
+    for (size_t i = 0; i < conf->topic_cnt; i++)
+        rd_kafka_topic_partition_list_add(subs, conf->topics[i].name,
+                                          RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(b.rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (rerr) {
+        kpb_error("subscribe: %s", rd_kafka_err2str(rerr));
+        goto out;
+    }
+    kpb_info("kpbridge %s consuming %zu topic(s) as group %s", KPB_VERSION,
+             conf->topic_cnt, conf->group_id);
+
+    while (!*stop && !b.failed) {
+        int64_t now = kpb_now_ms();
+        int64_t wait = kpb_batcher_wait_ms(b.batcher, now);
+        int timeout = wait < 0 || wait > 100 ? 100 : (int)wait;
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(b.rk, timeout);
+        if (rkm) {
+            if (rkm->err) {
+                int fatal = handle_error(&b, rkm);
+                rd_kafka_message_destroy(rkm);
+                if (fatal) {
+                    b.failed = 1;
+                    break;
+                }
+            } else {
+                handle_message(&b, rkm);
+            }
+        }
+        if (kpb_batcher_due(b.batcher, kpb_now_ms()) && flush(&b, 0))
+            break;
+        if (exit_at_end && kpb_offsets_all_at_end(&b.offsets)) {
+            if (flush(&b, 1))
+                break;
+            if (kpb_batcher_count(b.batcher) == 0 &&
+                kpb_offsets_all_at_end(&b.offsets)) {
+                kpb_info("every assigned partition is at its end");
+                break;
+            }
+        }
+    }
+
+    /* Shutdown order: stop polling, flush what is buffered, final
+     * synchronous commit (inside flush), leave the group, destroy. */
+    if (!b.failed && *stop < 2 && flush(&b, 1) && !b.failed)
+        b.failed = 1;
+    code = b.failed ? 1 : 0;
+    kpb_info("stopping: %llu records consumed, %llu events written, %llu "
+             "dead letters, %llu flushes in %.1f s",
+             (unsigned long long)b.consumed, (unsigned long long)b.written,
+             (unsigned long long)b.dead, (unsigned long long)b.flushes,
+             (double)(kpb_now_ms() - b.started_ms) / 1000.0);
+out:
+    if (b.rk) {
+        /* A second signal means now: leave the group without waiting. */
+        if (*stop < 2)
+            rd_kafka_consumer_close(b.rk);
+        kpb_batcher_destroy(b.batcher);
+        b.batcher = NULL;
+        rd_kafka_destroy(b.rk);
+    }
+    kpb_batcher_destroy(b.batcher);
+    kpb_writer_destroy(b.writer);
+    kpb_offsets_fini(&b.offsets);
+    kpb_hdrvec_fini(&b.hdrs);
+    return code;
+}

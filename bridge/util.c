@@ -1,0 +1,400 @@
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void *kpb_xmalloc(size_t size) {
+    void *p = malloc(size ? size : 1);
+    if (!p) {
+        fputs("kpbridge: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *kpb_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("kpbridge: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *kpb_xrealloc(void *p, size_t size) {
+    void *q = realloc(p, size ? size : 1);
+    if (!q) {
+        fputs("kpbridge: out of memory\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+char *kpb_xstrdup(const char *s) {
+    return s ? kpb_xstrndup(s, strlen(s)) : NULL;
+}
+
+char *kpb_xstrndup(const char *s, size_t n) {
+    char *d = kpb_xmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+void kpb_buf_init(kpb_buf_t *buf) {
+    buf->data = NULL;
+    buf->len = 0;
+    buf->cap = 0;
+}
+
+void kpb_buf_fini(kpb_buf_t *buf) {
+    free(buf->data);
+    kpb_buf_init(buf);
+}
+
+void kpb_buf_reset(kpb_buf_t *buf) {
+    buf->len = 0;
+    if (buf->data)
+        buf->data[0] = '\0';
+}
+
+void kpb_buf_reserve(kpb_buf_t *buf, size_t extra) {
+    size_t need = buf->len + extra + 1;
+    if (need <= buf->cap)
+        return;
+    size_t cap = buf->cap ? buf->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    buf->data = kpb_xrealloc(buf->data, cap);
+    buf->cap = cap;
+}
+
+void kpb_buf_append(kpb_buf_t *buf, const void *p, size_t n) {
+    kpb_buf_reserve(buf, n);
+    if (n)
+        memcpy(buf->data + buf->len, p, n);
+    buf->len += n;
+    buf->data[buf->len] = '\0';
+}
+
+void kpb_buf_puts(kpb_buf_t *buf, const char *s) {
+    kpb_buf_append(buf, s, strlen(s));
+}
+
+void kpb_buf_putc(kpb_buf_t *buf, char c) {
+    kpb_buf_reserve(buf, 1);
+    buf->data[buf->len++] = c;
+    buf->data[buf->len] = '\0';
+}
+
+void kpb_buf_printf(kpb_buf_t *buf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char small[256];
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(small)) {
+        kpb_buf_append(buf, small, (size_t)n);
+        return;
+    }
+    kpb_buf_reserve(buf, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(buf->data + buf->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    buf->len += (size_t)n;
+}
+
+void kpb_buf_json_escape(kpb_buf_t *buf, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    kpb_buf_reserve(buf, n + 2);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"':
+            kpb_buf_append(buf, "\\\"", 2);
+            break;
+        case '\\':
+            kpb_buf_append(buf, "\\\\", 2);
+            break;
+        case '\n':
+            kpb_buf_append(buf, "\\n", 2);
+            break;
+        case '\r':
+            kpb_buf_append(buf, "\\r", 2);
+            break;
+        case '\t':
+            kpb_buf_append(buf, "\\t", 2);
+            break;
+        default:
+            if (c < 0x20) {
+                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                kpb_buf_append(buf, esc, 6);
+            } else {
+                kpb_buf_putc(buf, (char)c);
+            }
+        }
+    }
+}
+
+int64_t kpb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t kpb_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int kpb_utf8_valid(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        /* Overlong forms, surrogates and code points past U+10FFFF are not
+         * UTF-8, and PostgreSQL rejects them. */
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+            (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static kpb_log_level_t log_level = KPB_LOG_INFO;
+static kpb_log_format_t log_format = KPB_LOG_TEXT;
+
+void kpb_log_setup(kpb_log_level_t level, kpb_log_format_t format) {
+    log_level = level;
+    log_format = format;
+}
+
+int kpb_log_enabled(kpb_log_level_t level) {
+    return level <= log_level;
+}
+
+void kpb_vlog(kpb_log_level_t level, const char *fmt, va_list ap) {
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    if (!kpb_log_enabled(level))
+        return;
+    char msg[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char stamp[64];
+    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+    kpb_buf_t line;
+    kpb_buf_init(&line);
+    if (log_format == KPB_LOG_JSON) {
+        kpb_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"",
+                       stamp, names[level]);
+        kpb_buf_json_escape(&line, msg, strlen(msg));
+        kpb_buf_puts(&line, "\"}\n");
+    } else {
+        kpb_buf_printf(&line, "%s %-5s %s\n", stamp, names[level], msg);
+    }
+    /* One write per line keeps lines whole when several threads log. */
+    fwrite(line.data, 1, line.len, stderr);
+    kpb_buf_fini(&line);
+}
+
+void kpb_log(kpb_log_level_t level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    kpb_vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
+    kpb_buf_t b;
+    kpb_buf_init(&b);
+    const char *s = conninfo ? conninfo : "";
+    if (!strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11)) {
+        const char *auth = strstr(s, "://") + 3;
+        const char *at = strpbrk(auth, "@/?");
+        const char *colon = NULL;
+        if (at && *at == '@') {
+            colon = memchr(auth, ':', (size_t)(at - auth));
+        }
+        if (colon) {
+            kpb_buf_append(&b, s, (size_t)(colon - s) + 1);
+            kpb_buf_puts(&b, "****");
+            s = at;
+        }
+        /* A password can also hide in the query string. */
+        const char *q = strchr(s, '?');
+        if (q) {
+            kpb_buf_append(&b, s, (size_t)(q - s));
+            s = q;
+            while (*s) {
+                const char *amp = strchr(s + 1, '&');
+                size_t seg = amp ? (size_t)(amp - s) : strlen(s);
+                if (!strncmp(s + 1, "password=", 9)) {
+                    kpb_buf_append(&b, s, 10);
+                    kpb_buf_puts(&b, "****");
+                } else {
+                    kpb_buf_append(&b, s, seg);
+                }
+                s += seg;
+            }
+        } else {
+            kpb_buf_puts(&b, s);
+        }
+    } else {
+        while (*s) {
+            const char *p = strstr(s, "password");
+            if (!p) {
+                kpb_buf_puts(&b, s);
+                break;
+            }
+            const char *v = p + 8;
+            while (*v == ' ')
+                v++;
+            if (*v != '=' || (p != conninfo && p[-1] != ' ')) {
+                kpb_buf_append(&b, s, (size_t)(p - s) + 8);
+                s = p + 8;
+                continue;
+            }
+            v++;
+            while (*v == ' ')
+                v++;
+            kpb_buf_append(&b, s, (size_t)(v - s));
+            kpb_buf_puts(&b, "****");
+            if (*v == '\'') {
+                v++;
+                while (*v && *v != '\'') {
+                    if (*v == '\\' && v[1])
+                        v++;
+                    v++;
+                }
+                if (*v)
+                    v++;
+            } else {
+                while (*v && *v != ' ')
+                    v++;
+            }
+            s = v;
+        }
+    }
+    snprintf(out, out_size, "%s", b.data ? b.data : "");
+    kpb_buf_fini(&b);
+}
+
+struct kpb_arena_block_s {
+    kpb_arena_block_t *next;
+    size_t size;
+    size_t pos;
+    max_align_t data[];
+};
+
+#define KPB_ARENA_BLOCK (64 * 1024)
+
+void kpb_arena_init(kpb_arena_t *arena) {
+    arena->head = NULL;
+    arena->used = 0;
+}
+
+void kpb_arena_fini(kpb_arena_t *arena) {
+    kpb_arena_block_t *b = arena->head;
+    while (b) {
+        kpb_arena_block_t *next = b->next;
+        free(b);
+        b = next;
+    }
+    kpb_arena_init(arena);
+}
+
+void kpb_arena_reset(kpb_arena_t *arena) {
+    kpb_arena_block_t *b = arena->head;
+    if (!b)
+        return;
+    /* Keep the last block of the list (the first allocated, of the default
+     * size unless it was an oversized one) and free the rest. */
+    kpb_arena_block_t *keep = NULL;
+    while (b) {
+        kpb_arena_block_t *next = b->next;
+        if (!next && b->size == KPB_ARENA_BLOCK)
+            keep = b;
+        else
+            free(b);
+        b = next;
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->pos = 0;
+    }
+    arena->head = keep;
+    arena->used = 0;
+}
+
+void *kpb_arena_alloc(kpb_arena_t *arena, size_t size) {
+    size_t align = sizeof(max_align_t);
+    size = (size + align - 1) & ~(align - 1);
+    kpb_arena_block_t *b = arena->head;
+    if (!b || b->size - b->pos < size) {
+        size_t bsize = size > KPB_ARENA_BLOCK ? size : KPB_ARENA_BLOCK;
+        kpb_arena_block_t *nb = kpb_xmalloc(sizeof(*nb) + bsize);
+        nb->size = bsize;
+        nb->pos = 0;
+        if (b && size > KPB_ARENA_BLOCK) {
+            /* An oversized block goes behind the current one, so the space
+             * left in the current block is not wasted. */
+            nb->next = b->next;
+            b->next = nb;
+            nb->pos = size;
+            arena->used += size;
+            return (char *)nb->data;
+        }
+        nb->next = b;
+        arena->head = b = nb;
+    }
+    void *p = (char *)b->data + b->pos;
+    b->pos += size;
+    arena->used += size;
+    return p;
+}
+
+char *kpb_arena_strndup(kpb_arena_t *arena, const char *s, size_t n) {
+    char *d = kpb_arena_alloc(arena, n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}

@@ -1,0 +1,559 @@
+#include "writer.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "insert.h"
+
+typedef struct qname_s {
+    const char *name; /* the config's string: compared by pointer first */
+    char *quoted;
+} qname_t;
+
+struct kpb_writer_s {
+    const kpb_config_t *conf;
+    PGconn *conn;
+    qname_t *tables;
+    size_t table_cnt;
+    char *dl_quoted;
+    kpb_buf_t sql;
+    kpb_buf_t aux;
+    kpb_buf_t aux2;
+    /* parameter arrays, sized for the largest statement */
+    const char **values;
+    int *lengths;
+    int *formats;
+    size_t param_cap;
+    /* rows of the statement being written: item and stream numbers */
+    uint32_t *rows;
+    uint32_t *row_streams;
+    size_t row_cap;
+    uint32_t *stamp; /* per stream, for expectations */
+    size_t stamp_cap;
+    int careful;     /* replaying with savepoints after a data error */
+    int has_expect;  /* the flush carries expected versions */
+    uint32_t expect_gen;
+    char errmsg[1024];
+    const char *errstate;
+    char errstate_buf[6];
+};
+
+kpb_sql_class_t kpb_sqlstate_class(const char *s) {
+    if (!s || !*s)
+        return KPB_SQL_TRANSIENT;
+    if (!strncmp(s, "08", 2) || !strncmp(s, "53", 2) ||
+        !strncmp(s, "57P0", 4) || !strcmp(s, "40001") ||
+        !strcmp(s, "40P01") || !strcmp(s, "57014") || !strcmp(s, "55P03"))
+        return KPB_SQL_TRANSIENT;
+    if (!strncmp(s, "22", 2) || !strncmp(s, "23", 2) || !strcmp(s, "P0001") ||
+        !strncmp(s, "54", 2))
+        return KPB_SQL_DATA;
+    return KPB_SQL_FATAL;
+}
+
+kpb_writer_t *kpb_writer_new(const kpb_config_t *conf) {
+    kpb_writer_t *w = kpb_xcalloc(1, sizeof(*w));
+    w->conf = conf;
+    kpb_buf_init(&w->sql);
+    kpb_buf_init(&w->aux);
+    kpb_buf_init(&w->aux2);
+    return w;
+}
+
+static void drop_names(kpb_writer_t *w) {
+    for (size_t i = 0; i < w->table_cnt; i++)
+        PQfreemem(w->tables[i].quoted);
+    free(w->tables);
+    w->tables = NULL;
+    w->table_cnt = 0;
+    if (w->dl_quoted)
+        PQfreemem(w->dl_quoted);
+    w->dl_quoted = NULL;
+}
+
+void kpb_writer_destroy(kpb_writer_t *w) {
+    if (!w)
+        return;
+    drop_names(w);
+    if (w->conn)
+        PQfinish(w->conn);
+    kpb_buf_fini(&w->sql);
+    kpb_buf_fini(&w->aux);
+    kpb_buf_fini(&w->aux2);
+    free(w->values);
+    free(w->lengths);
+    free(w->formats);
+    free(w->rows);
+    free(w->row_streams);
+    free(w->stamp);
+    free(w);
+}
+
+int kpb_writer_connected(const kpb_writer_t *w) {
+    return w->conn && PQstatus(w->conn) == CONNECTION_OK;
+}
+
+static void trim_nl(char *s) {
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+int kpb_writer_connect(kpb_writer_t *w, char *errstr, size_t errstr_size) {
+    if (kpb_writer_connected(w))
+        return 0;
+    drop_names(w);
+    if (w->conn)
+        PQfinish(w->conn);
+    w->conn = PQconnectdb(w->conf->conninfo);
+    if (PQstatus(w->conn) != CONNECTION_OK) {
+        /* libpq's messages name host and port, never the password. */
+        snprintf(errstr, errstr_size, "cannot connect to PostgreSQL: %s",
+                 PQerrorMessage(w->conn));
+        trim_nl(errstr);
+        PQfinish(w->conn);
+        w->conn = NULL;
+        return -1;
+    }
+    /* Names from the configuration are identifiers, quoted by libpq. */
+    w->tables = kpb_xcalloc(w->conf->topic_cnt, sizeof(*w->tables));
+    for (size_t i = 0; i < w->conf->topic_cnt; i++) {
+        const char *t = w->conf->topics[i].table;
+        w->tables[i].name = t;
+        w->tables[i].quoted = PQescapeIdentifier(w->conn, t, strlen(t));
+        w->table_cnt++;
+        if (!w->tables[i].quoted)
+            goto oom;
+    }
+    w->dl_quoted = PQescapeIdentifier(w->conn, w->conf->dl_table,
+                                      strlen(w->conf->dl_table));
+    if (!w->dl_quoted)
+        goto oom;
+    return 0;
+oom:
+    snprintf(errstr, errstr_size, "cannot quote a table name: %s",
+             PQerrorMessage(w->conn));
+    trim_nl(errstr);
+    drop_names(w);
+    PQfinish(w->conn);
+    w->conn = NULL;
+    return -1;
+}
+
+static const char *quoted(kpb_writer_t *w, const char *table) {
+    for (size_t i = 0; i < w->table_cnt; i++)
+        if (w->tables[i].name == table || !strcmp(w->tables[i].name, table))
+            return w->tables[i].quoted;
+    return NULL;
+}
+
+/* Runs a statement; on failure keeps the server's message and SQLSTATE in
+ * the writer and returns its class, on success -1 (and the result in *out
+ * when asked for; the caller clears it). */
+static int run_res(kpb_writer_t *w, const char *sql, int nparams,
+                   const char *const *values, const int *lengths,
+                   const int *formats, ExecStatusType want, PGresult **out) {
+    PGresult *res =
+        nparams ? PQexecParams(w->conn, sql, nparams, NULL, values, lengths,
+                               formats, 0)
+                : PQexec(w->conn, sql);
+    if (PQresultStatus(res) == want) {
+        if (out)
+            *out = res;
+        else
+            PQclear(res);
+        return -1;
+    }
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(w->errstate_buf, sizeof(w->errstate_buf), "%s",
+             state ? state : "");
+    w->errstate = state ? w->errstate_buf : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                          : NULL;
+    snprintf(w->errmsg, sizeof(w->errmsg), "%s",
+             msg ? msg : PQerrorMessage(w->conn));
+    trim_nl(w->errmsg);
+    PQclear(res);
+    if (PQstatus(w->conn) != CONNECTION_OK)
+        return KPB_SQL_TRANSIENT;
+    return (int)kpb_sqlstate_class(w->errstate);
+}
+
+static int run(kpb_writer_t *w, const char *sql, int nparams,
+               const char *const *values, const int *lengths,
+               const int *formats, ExecStatusType want) {
+    return run_res(w, sql, nparams, values, lengths, formats, want, NULL);
+}
+
+static void need_params(kpb_writer_t *w, size_t n) {
+    if (n <= w->param_cap)
+        return;
+    w->values = kpb_xrealloc(w->values, n * sizeof(*w->values));
+    w->lengths = kpb_xrealloc(w->lengths, n * sizeof(*w->lengths));
+    w->formats = kpb_xrealloc(w->formats, n * sizeof(*w->formats));
+    w->param_cap = n;
+}
+
+static void rollback(kpb_writer_t *w) {
+    if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+        PQclear(PQexec(w->conn, "ROLLBACK"));
+}
+
+int kpb_writer_positions(kpb_writer_t *w, const char *topic,
+                         const int32_t *partitions, int cnt, int64_t *next,
+                         char *errstr, size_t errstr_size) {
+    const char *params[2] = {w->conf->group_id, topic};
+    PGresult *res = PQexecParams(
+        w->conn,
+        "SELECT partition, next_offset FROM kpbridge_offsets"
+        " WHERE group_id = $1 AND topic = $2",
+        2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errstr_size, "cannot read kpbridge_offsets: %s",
+                 PQresultErrorMessage(res));
+        trim_nl(errstr);
+        PQclear(res);
+        return -1;
+    }
+    for (int i = 0; i < cnt; i++)
+        next[i] = -1;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int32_t p = (int32_t)atoi(PQgetvalue(res, r, 0));
+        for (int i = 0; i < cnt; i++)
+            if (partitions[i] == p)
+                next[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* Moves each partition's row from its expected value, or finds it moved. */
+static int write_offsets(kpb_writer_t *w, const kpb_flush_t *f,
+                         const int64_t *from, uint32_t *fenced) {
+    static const char *sql =
+        "INSERT INTO kpbridge_offsets AS o"
+        " (group_id, topic, partition, next_offset)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+        " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+        " WHERE o.next_offset = $5";
+    for (uint32_t i = 0; i < f->part_cnt; i++) {
+        char part[16], next[24], prev[24];
+        snprintf(part, sizeof(part), "%d", (int)f->parts[i].partition);
+        snprintf(next, sizeof(next), "%lld",
+                 (long long)f->parts[i].next_offset);
+        snprintf(prev, sizeof(prev), "%lld", (long long)from[i]);
+        const char *params[5] = {w->conf->group_id, f->parts[i].topic, part,
+                                 next, prev};
+        PGresult *res = NULL;
+        int rc = run_res(w, sql, 5, params, NULL, NULL, PGRES_COMMAND_OK, &res);
+        if (rc != -1)
+            return rc;
+        int moved = strcmp(PQcmdTuples(res), "1") != 0;
+        PQclear(res);
+        if (moved) {
+            *fenced = i;
+            return -2;
+        }
+    }
+    return -1;
+}
+
+/* Sets eventcore.expected_versions for rows [lo, hi): a stream whose first
+ * row here carries an expectation gets it; any other stream of the range
+ * loses its key, since its rows follow rows this transaction already
+ * wrote (or dead-lettered) and so have nothing left to check. */
+static int set_expectations(kpb_writer_t *w, const kpb_flush_t *f,
+                            uint32_t lo, uint32_t hi, uint32_t gen) {
+    kpb_buf_t *set = &w->aux, *drop = &w->aux2;
+    kpb_buf_reset(set);
+    kpb_buf_reset(drop);
+    kpb_buf_putc(set, '{');
+    kpb_buf_putc(drop, '[');
+    for (uint32_t r = lo; r < hi; r++) {
+        uint32_t s = w->row_streams[r];
+        if (w->stamp[s] == gen)
+            continue;
+        w->stamp[s] = gen;
+        const kpb_event_t *ev = &f->items[w->rows[r]].ev;
+        kpb_buf_t *b = ev->expected_version >= 0 ? set : drop;
+        if (b->len > 1)
+            kpb_buf_putc(b, ',');
+        kpb_buf_putc(b, '"');
+        kpb_buf_json_escape(b, ev->stream_id, ev->stream_id_len);
+        kpb_buf_putc(b, '"');
+        if (b == set)
+            kpb_buf_printf(b, ":%lld", (long long)ev->expected_version);
+    }
+    kpb_buf_putc(set, '}');
+    kpb_buf_putc(drop, ']');
+    const char *params[2] = {drop->data, set->data};
+    return run(w,
+               "SELECT set_config('eventcore.expected_versions',"
+               " ((coalesce(nullif(current_setting("
+               "'eventcore.expected_versions', true), ''), '{}')::jsonb"
+               " - ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
+               " || $2::jsonb)::text, true)",
+               2, params, NULL, NULL, PGRES_TUPLES_OK);
+}
+
+/* Inserts rows [lo, hi) of the current statement. */
+static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f,
+                       const char *qtable, uint32_t lo, uint32_t hi) {
+    if (w->has_expect) {
+        int rc = set_expectations(w, f, lo, hi, ++w->expect_gen);
+        if (rc != -1)
+            return rc;
+    }
+    uint32_t n = hi - lo;
+    need_params(w, (size_t)n * KPB_INSERT_PARAMS);
+    for (uint32_t r = 0; r < n; r++) {
+        const kpb_event_t *ev = &f->items[w->rows[lo + r]].ev;
+        size_t p = (size_t)r * KPB_INSERT_PARAMS;
+        w->values[p] = (const char *)ev->event_id;
+        w->lengths[p] = 16;
+        w->values[p + 1] = ev->stream_id;
+        w->lengths[p + 1] = (int)ev->stream_id_len;
+        w->values[p + 2] = ev->event_type;
+        w->lengths[p + 2] = (int)ev->event_type_len;
+        w->values[p + 3] = ev->payload;
+        w->lengths[p + 3] = (int)ev->payload_len;
+        w->values[p + 4] = ev->metadata;
+        w->lengths[p + 4] = (int)ev->metadata_len;
+        for (int k = 0; k < KPB_INSERT_PARAMS; k++)
+            w->formats[p + k] = 1;
+    }
+    kpb_insert_sql(&w->sql, qtable, n);
+    int rc = run(w, w->sql.data, (int)(n * KPB_INSERT_PARAMS), w->values,
+                 w->lengths, w->formats, PGRES_COMMAND_OK);
+    if (rc == -1)
+        kpb_debug("insert table=%s rows=%u", qtable, n);
+    return rc;
+}
+
+static int savepoint(kpb_writer_t *w, const char *verb) {
+    char sql[64];
+    snprintf(sql, sizeof(sql), "%s kpb", verb);
+    return run(w, sql, 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
+}
+
+/* Finds the rows at fault in [lo, hi) by halving, each try in a savepoint:
+ * a bad row costs about 2 log2(n) statements, and every good row around it
+ * is still written, in order. */
+static int isolate(kpb_writer_t *w, kpb_flush_t *f, const char *qtable,
+                   uint32_t lo, uint32_t hi, kpb_write_stats_t *st) {
+    int rc;
+    if ((rc = savepoint(w, "SAVEPOINT")) != -1)
+        return rc;
+    rc = insert_rows(w, f, qtable, lo, hi);
+    if (rc == -1) {
+        st->events += hi - lo;
+        return savepoint(w, "RELEASE SAVEPOINT");
+    }
+    if (rc != KPB_SQL_DATA)
+        return rc;
+    char state[6], msg[sizeof(w->errmsg)];
+    snprintf(state, sizeof(state), "%s", w->errstate_buf);
+    snprintf(msg, sizeof(msg), "%s", w->errmsg);
+    if ((rc = savepoint(w, "ROLLBACK TO SAVEPOINT")) != -1)
+        return rc;
+    if (hi - lo == 1) {
+        kpb_item_t *it = &f->items[w->rows[lo]];
+        it->reason = !strncmp(msg, "version_conflict", 16)
+                         ? KPB_REASON_VERSION_CONFLICT
+                         : KPB_REASON_REJECTED;
+        it->sqlstate = kpb_arena_strndup(&f->arena, state, strlen(state));
+        it->detail = kpb_arena_strndup(&f->arena, msg, strlen(msg));
+        kpb_warn("dead letter: %s partition %d offset %lld: %s (%s)",
+                 it->topic, (int)it->partition, (long long)it->offset, msg,
+                 state);
+        return -1;
+    }
+    uint32_t mid = lo + (hi - lo) / 2;
+    if ((rc = isolate(w, f, qtable, lo, mid, st)) != -1)
+        return rc;
+    return isolate(w, f, qtable, mid, hi, st);
+}
+
+static void need_rows(kpb_writer_t *w, const kpb_flush_t *f) {
+    if (w->row_cap < f->item_cnt) {
+        w->row_cap = f->item_cnt;
+        w->rows = kpb_xrealloc(w->rows, w->row_cap * sizeof(*w->rows));
+        w->row_streams =
+            kpb_xrealloc(w->row_streams, w->row_cap * sizeof(*w->row_streams));
+    }
+    if (w->stamp_cap < f->stream_cnt) {
+        w->stamp = kpb_xrealloc(w->stamp, f->stream_cnt * sizeof(*w->stamp));
+        memset(w->stamp, 0, f->stream_cnt * sizeof(*w->stamp));
+        w->stamp_cap = f->stream_cnt;
+    }
+}
+
+static int write_dead(kpb_writer_t *w, kpb_flush_t *f, kpb_write_stats_t *st) {
+    /* Dead letters of the flush: decode failures, then database refusals,
+     * both already marked on their items. */
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < f->item_cnt; i++)
+        total += f->items[i].reason != KPB_REASON_NONE;
+    if (!total)
+        return -1;
+    const uint32_t chunk = 1000;
+    need_params(w, (size_t)chunk * KPB_DEAD_PARAMS);
+    char(*nums)[2][24] = kpb_xmalloc(chunk * sizeof(*nums));
+    uint32_t i = 0;
+    int rc = -1;
+    while (i < f->item_cnt && rc == -1) {
+        uint32_t n = 0;
+        for (; i < f->item_cnt && n < chunk; i++) {
+            const kpb_item_t *it = &f->items[i];
+            if (it->reason == KPB_REASON_NONE)
+                continue;
+            size_t p = (size_t)n * KPB_DEAD_PARAMS;
+            snprintf(nums[n][0], 24, "%d", (int)it->partition);
+            snprintf(nums[n][1], 24, "%lld", (long long)it->offset);
+            const char *v[KPB_DEAD_PARAMS] = {
+                it->topic, nums[n][0], nums[n][1], it->key, it->value,
+                it->ev.metadata, kpb_reason_name(it->reason), it->sqlstate,
+                it->detail};
+            for (int k = 0; k < KPB_DEAD_PARAMS; k++) {
+                w->values[p + k] = v[k];
+                w->lengths[p + k] = 0;
+                w->formats[p + k] = 0;
+            }
+            /* key and value go as raw bytes: binary bytea is the bytes */
+            w->formats[p + 3] = w->formats[p + 4] = 1;
+            w->lengths[p + 3] = (int)it->key_len;
+            w->lengths[p + 4] = (int)it->value_len;
+            n++;
+        }
+        if (!n)
+            break;
+        kpb_insert_dead_sql(&w->sql, w->dl_quoted, n);
+        rc = run(w, w->sql.data, (int)(n * KPB_DEAD_PARAMS), w->values,
+                 w->lengths, w->formats, PGRES_COMMAND_OK);
+        if (rc == -1)
+            st->dead += n;
+    }
+    free(nums);
+    /* A dead letter the database refuses is a setup fault, not a data one:
+     * retrying cannot help and skipping would lose the record. */
+    return rc == KPB_SQL_DATA ? KPB_SQL_FATAL : rc;
+}
+
+static kpb_write_rc_t fail(kpb_writer_t *w, int cls, const char *what,
+                           char *errstr, size_t errstr_size) {
+    snprintf(errstr, errstr_size, "%s: %s%s%s%s", what, w->errmsg,
+             w->errstate ? " (SQLSTATE " : "", w->errstate ? w->errstate : "",
+             w->errstate ? ")" : "");
+    rollback(w);
+    return cls == KPB_SQL_TRANSIENT ? KPB_WRITE_TRANSIENT : KPB_WRITE_FATAL;
+}
+
+kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
+                                const int64_t *from, uint32_t *fenced,
+                                kpb_write_stats_t *stats, char *errstr,
+                                size_t errstr_size) {
+    kpb_stmt_t *stmts = NULL;
+    uint32_t nstmt = 0;
+    kpb_write_rc_t ret = KPB_WRITE_OK;
+    int rc;
+
+    memset(stats, 0, sizeof(*stats));
+    if (!kpb_writer_connected(w)) {
+        snprintf(errstr, errstr_size, "not connected to PostgreSQL");
+        return KPB_WRITE_TRANSIENT;
+    }
+    need_rows(w, f);
+    w->has_expect = 0;
+    for (uint32_t i = 0; i < f->batch_cnt && !w->has_expect; i++)
+        w->has_expect = f->items[f->batches[i].first].ev.expected_version >= 0;
+    nstmt = kpb_insert_plan(f, (uint32_t)w->conf->max_events, &stmts);
+    w->careful = 0;
+
+again:
+    memset(stats, 0, sizeof(*stats));
+    /* Refusals of an earlier try are forgotten: a retried flush asks the
+     * database again, and a refused row must not be written twice. */
+    for (uint32_t i = 0; i < f->item_cnt; i++) {
+        if (f->items[i].sqlstate) {
+            f->items[i].reason = KPB_REASON_NONE;
+            f->items[i].sqlstate = NULL;
+            f->items[i].detail = NULL;
+        }
+    }
+    if ((rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {
+        ret = fail(w, rc, "BEGIN", errstr, errstr_size);
+        goto out;
+    }
+    /* Offsets first: the row lock serialises two writers of one partition,
+     * and a fenced writer learns it before it has written anything. */
+    rc = write_offsets(w, f, from, fenced);
+    if (rc == -2) {
+        snprintf(errstr, errstr_size,
+                 "%s partition %d: stored offset is no longer %lld (another "
+                 "instance owns it now)",
+                 f->parts[*fenced].topic, (int)f->parts[*fenced].partition,
+                 (long long)from[*fenced]);
+        rollback(w);
+        ret = KPB_WRITE_FENCED;
+        goto out;
+    }
+    if (rc != -1) {
+        ret = fail(w, rc, "writing kpbridge_offsets", errstr, errstr_size);
+        goto out;
+    }
+
+    for (uint32_t s = 0; s < nstmt; s++) {
+        /* Flatten the statement's batches into rows, stream by stream. */
+        uint32_t n = 0;
+        const kpb_sbatch_t *sb0 = &f->batches[stmts[s].first];
+        for (uint32_t b = 0; b < stmts[s].count; b++) {
+            const kpb_sbatch_t *sb = &sb0[b];
+            for (uint32_t k = sb->first; k != KPB_NONE; k = f->items[k].next) {
+                w->rows[n] = k;
+                w->row_streams[n++] = sb->stream;
+            }
+        }
+        const char *qtable = quoted(w, sb0->table);
+        if (!w->careful) {
+            rc = insert_rows(w, f, qtable, 0, n);
+            if (rc == -1) {
+                stats->events += n;
+                stats->statements++;
+                continue;
+            }
+            if (rc == KPB_SQL_DATA) {
+                /* Rare: replay the flush with savepoints, which cost two
+                 * round trips per statement, only when a row is at fault. */
+                kpb_info("statement of %u rows refused (%s: %s); isolating "
+                         "the rows at fault",
+                         n, w->errstate_buf, w->errmsg);
+                rollback(w);
+                w->careful = 1;
+                goto again;
+            }
+            ret = fail(w, rc, "inserting events", errstr, errstr_size);
+            goto out;
+        }
+        stats->isolations++;
+        if ((rc = isolate(w, f, qtable, 0, n, stats)) != -1) {
+            ret = fail(w, rc, "inserting events", errstr, errstr_size);
+            goto out;
+        }
+        stats->statements++;
+    }
+
+    if ((rc = write_dead(w, f, stats)) != -1) {
+        ret = fail(w, rc, "inserting dead letters", errstr, errstr_size);
+        goto out;
+    }
+    if ((rc = run(w, "COMMIT", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {
+        ret = fail(w, rc, "COMMIT", errstr, errstr_size);
+        goto out;
+    }
+out:
+    free(stmts);
+    return ret;
+}

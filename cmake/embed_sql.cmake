@@ -1,0 +1,15 @@
+# Writes OUT: a C array of the migrations in FILES (sorted), as byte arrays so
+# that no quoting of the SQL text can go wrong.
+set(body "#include \"migrate.h\"\n\n")
+set(table "")
+set(i 0)
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char sql_${i}[] = {${hex}0x00};\n")
+  string(APPEND table "    {\"${name}\", sql_${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "\nconst kpb_migration_t kpb_migrations[] = {\n${table}    {0, 0}};\n")
+file(WRITE ${OUT} "${body}")
