@@ -53,9 +53,9 @@ static const char dk_usage_text[] =
     "      FILE atomically (FILE.tmp, then rename) and removes FILE again on\n"
     "      a clean stop.\n"
     "      --topic creates NAME with PARTITIONS partitions (replication 1).\n"
-    "      Topics not created up front are auto-created by the mock on first\n"
-    "      use by a producer or an admin client, with the mock's default\n"
-    "      partition count (4); consumers do not create them.\n"
+    "      Topics not created up front are auto-created by the mock, with\n"
+    "      its default of 4 partitions, the first time any client (producer\n"
+    "      or consumer) asks for their metadata.\n"
     "      Mock limits: each partition keeps only about 5 MiB or 100,000\n"
     "      message sets (older ones are dropped silently), and the first\n"
     "      consumer group join takes about 3 s.\n"
@@ -889,7 +889,7 @@ static int dk_load(int argc, char **argv) {
         goto out;
     }
     if (partition_cnt == 0)
-        dk_topic_lookup(rk, rkt, &partition_cnt);
+        (void)dk_topic_lookup(rk, rkt, &partition_cnt);
     dk_check_watermarks(rk, topic, partition_cnt);
     fprintf(stderr, "loaded %zu records into %s\n", st.ok, topic);
     rc = DK_EXIT_OK;

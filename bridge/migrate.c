@@ -48,6 +48,8 @@ int kpb_migrate_apply(PGconn *conn, int *applied, char *errstr,
     char lock[128];
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)",
              (long long)KPB_MIGRATE_LOCK);
+    /* IF NOT EXISTS and DROP IF EXISTS chatter is not worth a user's eye. */
+    PQclear(PQexec(conn, "SET client_min_messages = warning"));
     if (exec_ok(conn, lock, errstr, errstr_size))
         return -1;
     int rc = -1;

@@ -1,7 +1,18 @@
 #include "harness.h"
 
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "migrate.h"
 
 char *kpbt_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -22,4 +33,287 @@ char *kpbt_read_file(const char *path, size_t *len) {
     }
     fclose(f);
     return buf;
+}
+
+double kpbt_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+PGconn *kpbt_pg(const char *conninfo) {
+    PGconn *conn = PQconnectdb(conninfo);
+    cr_assert(PQstatus(conn) == CONNECTION_OK, "cannot connect: %s",
+              PQerrorMessage(conn));
+    PQclear(PQexec(conn, "SET client_min_messages = warning"));
+    return conn;
+}
+
+void kpbt_exec(PGconn *conn, const char *sql) {
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK,
+              "%s: %s", sql, PQresultErrorMessage(res));
+    PQclear(res);
+}
+
+long long kpbt_int(PGconn *conn, const char *sql) {
+    PGresult *res = PQexec(conn, sql);
+    cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0,
+              "%s: %s", sql, PQresultErrorMessage(res));
+    long long v = PQgetisnull(res, 0, 0) ? -1
+                                         : strtoll(PQgetvalue(res, 0, 0),
+                                                   NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+long long kpbt_intf(PGconn *conn, const char *fmt, ...) {
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    return kpbt_int(conn, sql);
+}
+
+char *kpbt_db_new(const char *tag, int migrate) {
+    const char *base = getenv("KPB_TEST_PG");
+    cr_assert(base && *base,
+              "KPB_TEST_PG is not set: run the tests with scripts/test, "
+              "which starts a throwaway PostgreSQL");
+    char name[128];
+    snprintf(name, sizeof(name), "kpbt_%s_%d", tag, (int)getpid());
+    PGconn *conn = kpbt_pg(base);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", name);
+    kpbt_exec(conn, sql);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE template0", name);
+    kpbt_exec(conn, sql);
+    PQfinish(conn);
+    size_t n = strlen(base) + strlen(name) + 16;
+    char *ci = malloc(n);
+    snprintf(ci, n, "%s dbname=%s", base, name);
+    if (migrate) {
+        kpb_log_setup(KPB_LOG_WARN, KPB_LOG_TEXT);
+        conn = kpbt_pg(ci);
+        char err[1024];
+        int applied = 0;
+        cr_assert(kpb_migrate_apply(conn, &applied, err, sizeof(err)) == 0,
+                  "migrate: %s", err);
+        PQfinish(conn);
+    }
+    return ci;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
+                  void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (rkm->err) {
+        int *failed = rkm->_private;
+        if (failed)
+            (*failed)++;
+        fprintf(stderr, "delivery failed: %s\n", rd_kafka_err2str(rkm->err));
+    }
+}
+
+static int delivery_failures;
+
+kpbt_kafka_t *kpbt_kafka_new(int brokers) {
+    char err[512];
+    /* The cluster lives in a handle of its own; a second producer, bootstrapped
+     * to it over TCP like any client, writes the test records. */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    cr_assert(rk, "mock handle: %s", err);
+    kpbt_kafka_t *k = calloc(1, sizeof(*k));
+    k->rk = rk;
+    k->mcluster = rd_kafka_mock_cluster_new(rk, brokers);
+    cr_assert(k->mcluster, "mock cluster");
+    k->bootstrap = rd_kafka_mock_cluster_bootstraps(k->mcluster);
+
+    conf = rd_kafka_conf_new();
+    static const char *props[][2] = {
+        {"bootstrap.servers", NULL},
+        /* The mock keeps about 5 MiB per partition: compress and batch. */
+        {"compression.type", "lz4"},
+        {"linger.ms", "20"},
+        {"batch.num.messages", "10000"},
+        {"queue.buffering.max.messages", "2000000"},
+        {"queue.buffering.max.kbytes", "2097151"},
+        {"enable.idempotence", "false"},
+        /* one request in flight keeps each partition's order on retries */
+        {"max.in.flight", "1"},
+        {"log_level", "3"},
+    };
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+        cr_assert(rd_kafka_conf_set(conf, props[i][0],
+                                    props[i][1] ? props[i][1] : k->bootstrap,
+                                    err, sizeof(err)) == RD_KAFKA_CONF_OK,
+                  "%s", err);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    k->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    cr_assert(k->producer, "producer: %s", err);
+    return k;
+}
+
+void kpbt_kafka_destroy(kpbt_kafka_t *k) {
+    if (!k)
+        return;
+    rd_kafka_flush(k->producer, 10000);
+    rd_kafka_destroy(k->producer);
+    rd_kafka_mock_cluster_destroy(k->mcluster);
+    rd_kafka_destroy(k->rk);
+    free(k);
+}
+
+void kpbt_topic(kpbt_kafka_t *k, const char *topic, int partitions) {
+    cr_assert(rd_kafka_mock_topic_create(k->mcluster, topic, partitions, 1) ==
+              RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static rd_kafka_t *producer_of(kpbt_kafka_t *k) {
+    return k->producer;
+}
+
+void kpbt_produce(kpbt_kafka_t *k, const char *topic, int partition,
+                  const char *key, const void *value, size_t value_len,
+                  const kpbt_hdr_t *hdrs, int hdr_cnt) {
+    rd_kafka_t *p = producer_of(k);
+    rd_kafka_headers_t *h = NULL;
+    if (hdr_cnt) {
+        h = rd_kafka_headers_new((size_t)hdr_cnt);
+        for (int i = 0; i < hdr_cnt; i++)
+            rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value,
+                                hdrs[i].value ? -1 : 0);
+    }
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            p, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
+                                               : partition),
+            RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+            RD_KAFKA_V_VALUE((void *)value, value_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&delivery_failures),
+            RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(p, 50);
+            continue;
+        }
+        cr_assert(err == RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s",
+                  rd_kafka_err2str(err));
+        break;
+    }
+    rd_kafka_poll(p, 0);
+}
+
+void kpbt_flush(kpbt_kafka_t *k) {
+    rd_kafka_t *p = producer_of(k);
+    cr_assert(rd_kafka_flush(p, 120000) == RD_KAFKA_RESP_ERR_NO_ERROR,
+              "flush timed out");
+    cr_assert(delivery_failures == 0, "%d deliveries failed",
+              delivery_failures);
+}
+
+int64_t kpbt_end_offset(kpbt_kafka_t *k, const char *topic, int partition) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        producer_of(k), topic, partition, &lo, &hi, 10000);
+    cr_assert(err == RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks: %s",
+              rd_kafka_err2str(err));
+    return hi;
+}
+
+int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
+                       int partition) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap, err,
+                      sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert(c, "consumer: %s", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    rd_kafka_resp_err_t e = rd_kafka_committed(c, l, 10000);
+    cr_assert(e == RD_KAFKA_RESP_ERR_NO_ERROR, "committed: %s",
+              rd_kafka_err2str(e));
+    int64_t off = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(c);
+    return off;
+}
+
+char *kpbt_config(const char *tag, const char *brokers, const char *conninfo,
+                  const char *topics, const char *extra) {
+    char *path = malloc(256);
+    snprintf(path, 256, "/tmp/kpbt_%s_%d.yaml", tag, (int)getpid());
+    FILE *f = fopen(path, "w");
+    cr_assert(f, "cannot write %s", path);
+    fprintf(f,
+            "kafka:\n"
+            "  brokers: \"%s\"\n"
+            "  group_id: kpbt\n"
+            "  properties:\n"
+            "    session.timeout.ms: \"6000\"\n"
+            "    log_level: \"4\"\n"
+            "postgres:\n"
+            "  conninfo: \"%s\"\n"
+            "http:\n"
+            "  listen: \"\"\n"
+            "topics:\n%s%s",
+            brokers, conninfo, topics, extra ? extra : "");
+    fclose(f);
+    return path;
+}
+
+pid_t kpbt_spawn(const char *log, const char *const *args) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        char bin[512];
+        snprintf(bin, sizeof(bin), "%s/kpbridge", KPB_BINARY_DIR);
+        const char *argv[32];
+        int n = 0;
+        argv[n++] = bin;
+        for (int i = 0; args[i] && n < 31; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int kpbt_wait(pid_t pid, int timeout_s) {
+    double until = kpbt_now() + timeout_s;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (kpbt_now() > until) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            cr_assert_fail("kpbridge did not finish within %d s", timeout_s);
+        }
+        nanosleep(&(struct timespec){0, 20000000L}, NULL);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+int kpbt_run_to_end(const char *config, const char *log, int timeout_s) {
+    const char *args[] = {"run", "-c", config, "--exit-at-end", NULL};
+    return kpbt_wait(kpbt_spawn(log, args), timeout_s);
 }
