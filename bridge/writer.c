@@ -10,6 +10,7 @@
 typedef struct qname_s {
     const char *name; /* the config's string: compared by pointer first */
     char *quoted;
+    int prepared; /* the full-size INSERT is prepared on this connection */
 } qname_t;
 
 struct kpb_writer_s {
@@ -142,23 +143,18 @@ oom:
     return -1;
 }
 
-static const char *quoted(kpb_writer_t *w, const char *table) {
+static qname_t *table_of(kpb_writer_t *w, const char *table) {
     for (size_t i = 0; i < w->table_cnt; i++)
         if (w->tables[i].name == table || !strcmp(w->tables[i].name, table))
-            return w->tables[i].quoted;
+            return &w->tables[i];
     return NULL;
 }
 
-/* Runs a statement; on failure keeps the server's message and SQLSTATE in
- * the writer and returns its class, on success -1 (and the result in *out
- * when asked for; the caller clears it). */
-static int run_res(kpb_writer_t *w, const char *sql, int nparams,
-                   const char *const *values, const int *lengths,
-                   const int *formats, ExecStatusType want, PGresult **out) {
-    PGresult *res =
-        nparams ? PQexecParams(w->conn, sql, nparams, NULL, values, lengths,
-                               formats, 0)
-                : PQexec(w->conn, sql);
+/* Judges a result: on failure keeps the server's message and SQLSTATE in the
+ * writer and returns the failure's class; on success -1 (and the result in
+ * *out when asked for; the caller clears it). */
+static int check_res(kpb_writer_t *w, PGresult *res, ExecStatusType want,
+                     PGresult **out) {
     if (PQresultStatus(res) == want) {
         if (out)
             *out = res;
@@ -179,6 +175,20 @@ static int run_res(kpb_writer_t *w, const char *sql, int nparams,
     if (PQstatus(w->conn) != CONNECTION_OK)
         return KPB_SQL_TRANSIENT;
     return (int)kpb_sqlstate_class(w->errstate);
+}
+
+static int check(kpb_writer_t *w, PGresult *res, ExecStatusType want) {
+    return check_res(w, res, want, NULL);
+}
+
+static int run_res(kpb_writer_t *w, const char *sql, int nparams,
+                   const char *const *values, const int *lengths,
+                   const int *formats, ExecStatusType want, PGresult **out) {
+    PGresult *res =
+        nparams ? PQexecParams(w->conn, sql, nparams, NULL, values, lengths,
+                               formats, 0)
+                : PQexec(w->conn, sql);
+    return check_res(w, res, want, out);
 }
 
 static int run(kpb_writer_t *w, const char *sql, int nparams,
@@ -300,8 +310,8 @@ static int set_expectations(kpb_writer_t *w, const kpb_flush_t *f,
 }
 
 /* Inserts rows [lo, hi) of the current statement. */
-static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f,
-                       const char *qtable, uint32_t lo, uint32_t hi) {
+static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
+                       uint32_t lo, uint32_t hi) {
     if (w->has_expect) {
         int rc = set_expectations(w, f, lo, hi, ++w->expect_gen);
         if (rc != -1)
@@ -325,11 +335,36 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f,
         for (int k = 0; k < KPB_INSERT_PARAMS; k++)
             w->formats[p + k] = 1;
     }
-    kpb_insert_sql(&w->sql, qtable, n);
-    int rc = run(w, w->sql.data, (int)(n * KPB_INSERT_PARAMS), w->values,
+    int64_t t0 = kpb_now_ms();
+    int rc;
+    char name[32];
+    snprintf(name, sizeof(name), "kpb_insert_%zu", (size_t)(qt - w->tables));
+    if (n == (uint32_t)w->conf->max_events) {
+        /* The full-size statement is the common one under load: parsing
+         * 1000 rows of VALUES with 5000 parameters costs about as much as
+         * inserting them, so it is parsed once per connection. */
+        if (!qt->prepared) {
+            kpb_insert_sql(&w->sql, qt->quoted, n);
+            rc = check(w,
+                       PQprepare(w->conn, name, w->sql.data,
+                                 (int)(n * KPB_INSERT_PARAMS), NULL),
+                       PGRES_COMMAND_OK);
+            if (rc != -1)
+                return rc;
+            qt->prepared = 1;
+        }
+        PGresult *res = PQexecPrepared(w->conn, name,
+                                       (int)(n * KPB_INSERT_PARAMS), w->values,
+                                       w->lengths, w->formats, 0);
+        rc = check(w, res, PGRES_COMMAND_OK);
+    } else {
+        kpb_insert_sql(&w->sql, qt->quoted, n);
+        rc = run(w, w->sql.data, (int)(n * KPB_INSERT_PARAMS), w->values,
                  w->lengths, w->formats, PGRES_COMMAND_OK);
+    }
     if (rc == -1)
-        kpb_debug("insert table=%s rows=%u", qtable, n);
+        kpb_debug("insert table=%s rows=%u in %lld ms", qt->quoted, n,
+                  (long long)(kpb_now_ms() - t0));
     return rc;
 }
 
@@ -342,7 +377,7 @@ static int savepoint(kpb_writer_t *w, const char *verb) {
 /* Finds the rows at fault in [lo, hi) by halving, each try in a savepoint:
  * a bad row costs about 2 log2(n) statements, and every good row around it
  * is still written, in order. */
-static int isolate(kpb_writer_t *w, kpb_flush_t *f, const char *qtable,
+static int isolate(kpb_writer_t *w, kpb_flush_t *f, qname_t *qtable,
                    uint32_t lo, uint32_t hi, kpb_write_stats_t *st) {
     int rc;
     if ((rc = savepoint(w, "SAVEPOINT")) != -1)
@@ -516,7 +551,7 @@ again:
                 w->row_streams[n++] = sb->stream;
             }
         }
-        const char *qtable = quoted(w, sb0->table);
+        qname_t *qtable = table_of(w, sb0->table);
         if (!w->careful) {
             rc = insert_rows(w, f, qtable, 0, n);
             if (rc == -1) {
