@@ -42,8 +42,21 @@ void kpb_flush_destroy(kpb_flush_t *f) {
     free(f);
 }
 
+/*
+ * A stream is (table name, stream id).  The table is compared by its text,
+ * not by pointer: every topic of the configuration carries its own copy of
+ * the table name, and two topics writing into one table (the default table,
+ * typically) must still see one stream as one, or the stream would get two
+ * batch chains in one flush that the planner may put in one statement.
+ */
 static uint64_t stream_hash(const char *table, const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)table;
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *t = table; *t; t++) {
+        h ^= (unsigned char)*t;
+        h *= 1099511628211ULL;
+    }
+    h ^= 0xff; /* the table name ends here */
+    h *= 1099511628211ULL;
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 1099511628211ULL;
@@ -51,11 +64,15 @@ static uint64_t stream_hash(const char *table, const char *s, size_t n) {
     return h ^ (h >> 29);
 }
 
+static int same_table(const char *a, const char *b) {
+    return a == b || !strcmp(a, b);
+}
+
 static int same_stream(const kpb_flush_t *f, uint32_t batch,
                        const kpb_item_t *it, const char *table) {
     const kpb_sbatch_t *sb = &f->batches[batch];
     const kpb_item_t *first = &f->items[sb->first];
-    return sb->table == table &&
+    return same_table(sb->table, table) &&
            first->ev.stream_id_len == it->ev.stream_id_len &&
            !memcmp(first->ev.stream_id, it->ev.stream_id,
                    it->ev.stream_id_len);

@@ -15,7 +15,8 @@ uint32_t kpb_insert_plan(const kpb_flush_t *f, uint32_t max_rows,
         const kpb_sbatch_t *sb = &f->batches[i];
         kpb_stmt_t *cur = n ? &stmts[n - 1] : NULL;
         if (!cur || cur->rows + sb->count > max_rows ||
-            f->batches[cur->first].table != sb->table ||
+            (f->batches[cur->first].table != sb->table &&
+             strcmp(f->batches[cur->first].table, sb->table)) ||
             stamp[sb->stream] == n) {
             cur = &stmts[n++];
             cur->first = i;

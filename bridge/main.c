@@ -14,6 +14,7 @@
 #include "consumer.h"
 #include "migrate.h"
 #include "util.h"
+#include "writer.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -144,14 +145,16 @@ static int check_kafka(const kpb_config_t *conf) {
 }
 
 static int table_exists(PGconn *conn, const char *table) {
-    const char *params[1] = {table};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT to_regclass(quote_ident($1)) IS NOT "
-                                 "NULL",
+    char *quoted = kpb_quote_table(conn, table);
+    if (!quoted)
+        return 0;
+    const char *params[1] = {quoted};
+    PGresult *res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL",
                                  1, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(res) == PGRES_TUPLES_OK &&
              PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
+    free(quoted);
     return ok;
 }
 

@@ -63,14 +63,37 @@ kpb_writer_t *kpb_writer_new(const kpb_config_t *conf) {
     return w;
 }
 
+char *kpb_quote_table(PGconn *conn, const char *name) {
+    /* "schema.table" is two identifiers; each is quoted on its own, so a
+     * name is used exactly as configured (case included). */
+    kpb_buf_t out;
+    kpb_buf_init(&out);
+    const char *part = name;
+    for (;;) {
+        const char *dot = strchr(part, '.');
+        size_t n = dot ? (size_t)(dot - part) : strlen(part);
+        char *q = PQescapeIdentifier(conn, part, n);
+        if (!q) {
+            kpb_buf_fini(&out);
+            return NULL;
+        }
+        kpb_buf_puts(&out, q);
+        PQfreemem(q);
+        if (!dot)
+            break;
+        kpb_buf_putc(&out, '.');
+        part = dot + 1;
+    }
+    return out.data;
+}
+
 static void drop_names(kpb_writer_t *w) {
     for (size_t i = 0; i < w->table_cnt; i++)
-        PQfreemem(w->tables[i].quoted);
+        free(w->tables[i].quoted);
     free(w->tables);
     w->tables = NULL;
     w->table_cnt = 0;
-    if (w->dl_quoted)
-        PQfreemem(w->dl_quoted);
+    free(w->dl_quoted);
     w->dl_quoted = NULL;
 }
 
@@ -123,13 +146,12 @@ int kpb_writer_connect(kpb_writer_t *w, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < w->conf->topic_cnt; i++) {
         const char *t = w->conf->topics[i].table;
         w->tables[i].name = t;
-        w->tables[i].quoted = PQescapeIdentifier(w->conn, t, strlen(t));
+        w->tables[i].quoted = kpb_quote_table(w->conn, t);
         w->table_cnt++;
         if (!w->tables[i].quoted)
             goto oom;
     }
-    w->dl_quoted = PQescapeIdentifier(w->conn, w->conf->dl_table,
-                                      strlen(w->conf->dl_table));
+    w->dl_quoted = kpb_quote_table(w->conn, w->conf->dl_table);
     if (!w->dl_quoted)
         goto oom;
     return 0;

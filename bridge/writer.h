@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <libpq-fe.h>
+
 #include "batcher.h"
 #include "config.h"
 #include "util.h"
@@ -30,6 +32,13 @@ typedef enum {
 
 /** @brief Classifies a SQLSTATE (NULL: no server answer, transient). */
 kpb_sql_class_t kpb_sqlstate_class(const char *sqlstate);
+
+/**
+ * @brief Quotes a configured table name ("table" or "schema.table") for SQL
+ *        text with PQescapeIdentifier, part by part.
+ * @returns a heap string (free()), or NULL when libpq refuses.
+ */
+char *kpb_quote_table(PGconn *conn, const char *name);
 
 /** @brief What one successful write did. */
 typedef struct kpb_write_stats_s {
