@@ -243,13 +243,73 @@ void kpb_log(kpb_log_level_t level, const char *fmt, ...) {
     va_end(ap);
 }
 
+static int conn_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+           c == '\v';
+}
+
+/*
+ * The key=value form is read the way libpq's conninfo_parse reads it, so that
+ * what counts as the password here is exactly what libpq takes as one: any
+ * whitespace separates pairs and may surround '=', and a value is either
+ * single-quoted or runs to the next whitespace, with backslash escapes in
+ * both.  A searching approach ("password" then '=') misses "\tpassword=" and
+ * stops an unquoted value at an escaped space, printing the rest of it.
+ */
+static void mask_keyvalue(kpb_buf_t *b, const char *s) {
+    while (*s) {
+        const char *start = s;
+        while (conn_space(*s))
+            s++;
+        const char *name = s;
+        while (*s && *s != '=' && !conn_space(*s))
+            s++;
+        size_t name_len = (size_t)(s - name);
+        while (conn_space(*s))
+            s++;
+        if (*s != '=') {
+            /* not key=value: libpq refuses it; print it as it is */
+            kpb_buf_puts(b, start);
+            return;
+        }
+        s++;
+        while (conn_space(*s))
+            s++;
+        int secret = name_len == 8 && !strncmp(name, "password", 8);
+        kpb_buf_append(b, start, (size_t)(s - start));
+        const char *val = s;
+        if (*s == '\'') {
+            s++;
+            while (*s && *s != '\'') {
+                if (*s == '\\' && s[1])
+                    s++;
+                s++;
+            }
+            if (*s)
+                s++;
+        } else {
+            while (*s && !conn_space(*s)) {
+                if (*s == '\\' && s[1])
+                    s++;
+                s++;
+            }
+        }
+        if (secret)
+            kpb_buf_puts(b, "****");
+        else
+            kpb_buf_append(b, val, (size_t)(s - val));
+    }
+}
+
 void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
     kpb_buf_t b;
     kpb_buf_init(&b);
     const char *s = conninfo ? conninfo : "";
     if (!strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11)) {
         const char *auth = strstr(s, "://") + 3;
-        const char *at = strpbrk(auth, "@/?");
+        /* As libpq: user info is whatever precedes an '@' met before the
+         * first '/'; a '?' does not end it (a password may hold one). */
+        const char *at = strpbrk(auth, "@/");
         const char *colon = NULL;
         if (at && *at == '@') {
             colon = memchr(auth, ':', (size_t)(at - auth));
@@ -279,40 +339,7 @@ void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
             kpb_buf_puts(&b, s);
         }
     } else {
-        while (*s) {
-            const char *p = strstr(s, "password");
-            if (!p) {
-                kpb_buf_puts(&b, s);
-                break;
-            }
-            const char *v = p + 8;
-            while (*v == ' ')
-                v++;
-            if (*v != '=' || (p != conninfo && p[-1] != ' ')) {
-                kpb_buf_append(&b, s, (size_t)(p - s) + 8);
-                s = p + 8;
-                continue;
-            }
-            v++;
-            while (*v == ' ')
-                v++;
-            kpb_buf_append(&b, s, (size_t)(v - s));
-            kpb_buf_puts(&b, "****");
-            if (*v == '\'') {
-                v++;
-                while (*v && *v != '\'') {
-                    if (*v == '\\' && v[1])
-                        v++;
-                    v++;
-                }
-                if (*v)
-                    v++;
-            } else {
-                while (*v && *v != ' ')
-                    v++;
-            }
-            s = v;
-        }
+        mask_keyvalue(&b, s);
     }
     snprintf(out, out_size, "%s", b.data ? b.data : "");
     kpb_buf_fini(&b);
@@ -343,18 +370,19 @@ void kpb_arena_fini(kpb_arena_t *arena) {
 }
 
 void kpb_arena_reset(kpb_arena_t *arena) {
-    kpb_arena_block_t *b = arena->head;
-    if (!b)
-        return;
-    /* Keep the last block of the list (the first allocated, of the default
-     * size unless it was an oversized one) and free the rest. */
+    /* Keep one block of the default size, the oldest, and free the rest.
+     * The oldest is not always the last of the list: an oversized block is
+     * linked in behind the head, and may end up last. */
     kpb_arena_block_t *keep = NULL;
+    kpb_arena_block_t *b = arena->head;
     while (b) {
         kpb_arena_block_t *next = b->next;
-        if (!next && b->size == KPB_ARENA_BLOCK)
+        if (b->size == KPB_ARENA_BLOCK) {
+            free(keep);
             keep = b;
-        else
+        } else {
             free(b);
+        }
         b = next;
     }
     if (keep) {
