@@ -151,8 +151,11 @@ Test(pipeline, writes_one_stream_of_2500_in_statements_of_1000_1000_500,
         kpbt_produce(k, "events", 0, "one-stream", value, (size_t)n, h, 1);
     }
     kpbt_flush(k);
+    /* A long linger: flushes here come from size and from the end only, so
+     * the split does not depend on how fast this machine consumes. */
     char *conf = kpbt_config("split", k->bootstrap, ci, TOPICS_EVENTS,
-                             "log:\n  level: debug\n");
+                             "log:\n  level: debug\n"
+                             "batch:\n  linger_ms: 60000\n");
     char *log = log_path("split");
     int rc = kpbt_run_to_end(conf, log, 200);
     if (rc)
