@@ -246,3 +246,12 @@ uint32_t kpb_flush_drop_partition(kpb_flush_t *f, const char *topic,
     free(old);
     return dropped;
 }
+
+uint32_t kpb_batcher_drop_partition(kpb_batcher_t *b, const char *topic,
+                                    int32_t partition) {
+    uint32_t n = kpb_flush_drop_partition(b->cur, topic, partition,
+                                          b->max_events);
+    if (b->cur->item_cnt == 0)
+        b->cur->first_ms = -1;
+    return n;
+}

@@ -131,4 +131,12 @@ void kpb_flush_destroy(kpb_flush_t *f);
 uint32_t kpb_flush_drop_partition(kpb_flush_t *f, const char *topic,
                                   int32_t partition, int max_events);
 
+/**
+ * @brief Drops the buffered records of one partition (it was revoked while
+ *        the database was unreachable; its next owner reads them again).
+ * @returns how many records were removed.
+ */
+uint32_t kpb_batcher_drop_partition(kpb_batcher_t *b, const char *topic,
+                                    int32_t partition);
+
 #endif

@@ -13,9 +13,6 @@
 #include "util.h"
 #include "writer.h"
 
-/* Default largest record; bigger ones become dead letters. */
-#define KPB_MAX_RECORD_BYTES (1024 * 1024)
-
 typedef struct kpb_bridge_s {
     const kpb_config_t *conf;
     rd_kafka_t *rk;
@@ -26,7 +23,10 @@ typedef struct kpb_bridge_s {
     volatile sig_atomic_t *stop;
     int cooperative;
     int failed; /* a fatal error: stop with exit code 1 */
-    uint64_t consumed, written, dead, flushes;
+    int paused; /* every partition paused while the database is away */
+    kpb_flush_t *inflight; /* the flush being written or retried */
+    int64_t failing_since; /* monotonic ms of the first failure, or -1 */
+    uint64_t consumed, written, dead, flushes, retries, fenced;
     int64_t started_ms;
 } kpb_bridge_t;
 
@@ -102,28 +102,105 @@ static void refetch_position(kpb_bridge_t *b, const char *topic,
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Writes everything buffered.  Returns 0 when written (or nothing was
- * buffered), -1 on a fatal error or when stopped during retries. */
-static int flush(kpb_bridge_t *b, int final) {
+/* How a flush may wait out a database outage. */
+typedef enum {
+    FLUSH_RUN,    /* from the consume loop: keep polling Kafka meanwhile */
+    FLUSH_REVOKE, /* inside a rebalance callback: no polling, bounded */
+    FLUSH_FINAL,  /* shutdown or end: no polling, until written or given up */
+} flush_mode_t;
+
+/* The longest a revoke waits for the database before it lets the partitions
+ * go unwritten; their next owner reads the records again. */
+#define KPB_REVOKE_WAIT_MS 15000
+
+static void pause_assigned(kpb_bridge_t *b, int pause) {
+    rd_kafka_topic_partition_list_t *list = NULL;
+    if (rd_kafka_assignment(b->rk, &list) || !list)
+        return;
+    if (pause)
+        rd_kafka_pause_partitions(b->rk, list);
+    else
+        rd_kafka_resume_partitions(b->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    b->paused = pause;
+}
+
+static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm);
+static int handle_error(kpb_bridge_t *b, rd_kafka_message_t *rkm);
+
+/* Waits @p ms before the next try; in FLUSH_RUN mode it keeps polling so the
+ * group membership survives a long outage and rebalances are served, with
+ * every partition paused so that memory stays bounded by what was already
+ * fetched. */
+static void retry_wait(kpb_bridge_t *b, flush_mode_t mode, int64_t ms) {
+    int64_t until = kpb_now_ms() + ms;
+    if (mode == FLUSH_RUN && !b->paused)
+        pause_assigned(b, 1);
+    for (int64_t left; (left = until - kpb_now_ms()) > 0;) {
+        int slice = left > 100 ? 100 : (int)left;
+        if (mode != FLUSH_RUN || *b->stop) {
+            sleep_ms(slice);
+            continue;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(b->rk, slice);
+        if (!rkm)
+            continue;
+        if (!rkm->err) {
+            handle_message(b, rkm);
+            continue;
+        }
+        if (handle_error(b, rkm))
+            b->failed = 1;
+        rd_kafka_message_destroy(rkm);
+    }
+}
+
+/* After a flush was abandoned unwritten, nothing read after it may be
+ * written either, or the stored offset would jump over it: drop what is
+ * buffered for its partitions and read them again from the stored offset. */
+static void rewind_partitions(kpb_bridge_t *b, const kpb_flush_t *f) {
+    for (uint32_t i = 0; i < f->part_cnt; i++) {
+        kpb_batcher_drop_partition(b->batcher, f->parts[i].topic,
+                                   f->parts[i].partition);
+        if (kpb_offsets_find(&b->offsets, f->parts[i].topic,
+                             f->parts[i].partition))
+            refetch_position(b, f->parts[i].topic, f->parts[i].partition);
+    }
+}
+
+/* Writes everything buffered in one transaction, retrying transient
+ * failures.  Returns 0 when written (or there was nothing), -1 when not
+ * written: b->failed is then set unless the caller may carry on. */
+static int flush(kpb_bridge_t *b, flush_mode_t mode) {
     kpb_flush_t *f = kpb_batcher_take(b->batcher);
     if (!f)
         return 0;
-    int attempt = 0;
-    char err[1024] = "";
-    char last_err[1024] = "";
-    int rc = -1;
+    b->inflight = f;
+    int attempt = 0, rc = -1;
+    char err[1024] = "", last_err[1024] = "";
     int64_t t0 = kpb_now_ms();
     for (;;) {
+        /* Partitions revoked while this flush waited are not ours to
+         * write any more. */
+        for (uint32_t i = 0; i < f->part_cnt;) {
+            if (kpb_offsets_find(&b->offsets, f->parts[i].topic,
+                                 f->parts[i].partition)) {
+                i++;
+                continue;
+            }
+            kpb_flush_drop_partition(f, f->parts[i].topic,
+                                     f->parts[i].partition,
+                                     b->conf->max_events);
+        }
         if (f->item_cnt == 0) {
             rc = 0;
             break;
         }
         int64_t *from = kpb_xmalloc(f->part_cnt * sizeof(*from));
-        for (uint32_t i = 0; i < f->part_cnt; i++) {
-            kpb_pos_t *p = kpb_offsets_find(&b->offsets, f->parts[i].topic,
-                                            f->parts[i].partition);
-            from[i] = p ? p->from : -1;
-        }
+        for (uint32_t i = 0; i < f->part_cnt; i++)
+            from[i] = kpb_offsets_find(&b->offsets, f->parts[i].topic,
+                                       f->parts[i].partition)
+                          ->from;
         kpb_write_stats_t st;
         uint32_t fenced = 0;
         kpb_write_rc_t wrc = KPB_WRITE_TRANSIENT;
@@ -136,7 +213,7 @@ static int flush(kpb_bridge_t *b, int final) {
                 kpb_offsets_written(&b->offsets, f->parts[i].topic,
                                     f->parts[i].partition,
                                     f->parts[i].next_offset);
-            commit_kafka(b, f, !final);
+            commit_kafka(b, f, mode == FLUSH_RUN);
             b->written += st.events;
             b->dead += st.dead;
             b->flushes++;
@@ -156,6 +233,9 @@ static int flush(kpb_bridge_t *b, int final) {
             uint32_t n = kpb_flush_drop_partition(f, part.topic,
                                                   part.partition,
                                                   b->conf->max_events);
+            n += kpb_batcher_drop_partition(b->batcher, part.topic,
+                                            part.partition);
+            b->fenced++;
             kpb_info("dropped %u records of %s [%d]; they are read again by "
                      "whoever owns the partition",
                      n, part.topic, (int)part.partition);
@@ -167,19 +247,39 @@ static int flush(kpb_bridge_t *b, int final) {
             b->failed = 1;
             break;
         }
-        /* Transient: log a cause once, not every retry. */
+        /* Transient: retry the whole flush; log each distinct cause once. */
+        int64_t now = kpb_now_ms();
+        if (b->failing_since < 0)
+            b->failing_since = now;
         if (strcmp(err, last_err)) {
             kpb_warn("database write failed, will retry: %s", err);
             snprintf(last_err, sizeof(last_err), "%s", err);
         }
-        if (*b->stop > 1) {
+        b->retries++;
+        if (b->conf->give_up_after_s &&
+            now - b->failing_since >= b->conf->give_up_after_s * 1000LL) {
+            kpb_error("giving up after %d s of database failures: %s",
+                      b->conf->give_up_after_s, err);
+            b->failed = 1;
             break;
         }
-        int64_t wait = backoff_ms(attempt++);
-        int64_t until = kpb_now_ms() + wait;
-        while (kpb_now_ms() < until && *b->stop < 2)
-            sleep_ms(until - kpb_now_ms() > 100 ? 100 : until - kpb_now_ms());
+        if (mode == FLUSH_REVOKE && now - t0 >= KPB_REVOKE_WAIT_MS) {
+            kpb_warn("revoke: the database stayed unreachable; releasing "
+                     "the partitions unwritten (the next owner reads them "
+                     "again)");
+            rewind_partitions(b, f);
+            break;
+        }
+        retry_wait(b, mode, backoff_ms(attempt++));
+        if (b->failed)
+            break;
     }
+    if (rc == 0) {
+        b->failing_since = -1;
+        if (b->paused)
+            pause_assigned(b, 0);
+    }
+    b->inflight = NULL;
     kpb_flush_destroy(f);
     return rc;
 }
@@ -234,14 +334,25 @@ static void on_assign(kpb_bridge_t *b,
 
 static void on_revoke(kpb_bridge_t *b,
                       rd_kafka_topic_partition_list_t *parts) {
-    /* Everything buffered is written before the partitions go, so the next
-     * owner starts exactly where this one stopped. */
-    if (flush(b, 1))
+    if (b->inflight || rd_kafka_assignment_lost(b->rk)) {
+        /* Lost partitions belong to someone else already, and a flush that
+         * is waiting for the database cannot be finished from here: drop
+         * what is buffered for them.  Fencing keeps a late write out. */
+        for (int i = 0; i < parts->cnt; i++)
+            kpb_batcher_drop_partition(b->batcher, parts->elems[i].topic,
+                                       parts->elems[i].partition);
+    } else if (flush(b, FLUSH_REVOKE)) {
+        /* Everything buffered is written before the partitions go, so the
+         * next owner starts exactly where this one stopped. */
         kpb_warn("revoke: buffered records were not written; the next "
                  "owner reads them again");
-    for (int i = 0; i < parts->cnt; i++)
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        kpb_info("revoked %s [%d]", parts->elems[i].topic,
+                 (int)parts->elems[i].partition);
         kpb_offsets_revoke(&b->offsets, parts->elems[i].topic,
                            parts->elems[i].partition);
+    }
     if (b->cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_unassign(b->rk, parts);
         if (error) {
@@ -284,7 +395,7 @@ static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
     kpb_item_t item;
     memset(&item, 0, sizeof(item));
     char detail[512];
-    item.reason = kpb_decode(t, &rec, KPB_MAX_RECORD_BYTES,
+    item.reason = kpb_decode(t, &rec, (size_t)b->conf->max_record_bytes,
                              kpb_batcher_arena(b->batcher), &item.ev, detail,
                              sizeof(detail));
     item.topic = t->name;
@@ -337,6 +448,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     b.conf = conf;
     b.stop = stop;
     b.started_ms = kpb_now_ms();
+    b.failing_since = -1;
     kpb_offsets_init(&b.offsets);
     b.writer = kpb_writer_new(conf);
     b.batcher = kpb_batcher_new(conf->max_events, conf->linger_ms,
@@ -398,10 +510,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
                 handle_message(&b, rkm);
             }
         }
-        if (kpb_batcher_due(b.batcher, kpb_now_ms()) && flush(&b, 0))
+        if (kpb_batcher_due(b.batcher, kpb_now_ms()) && flush(&b, FLUSH_RUN))
             break;
         if (exit_at_end && kpb_offsets_all_at_end(&b.offsets)) {
-            if (flush(&b, 1))
+            if (flush(&b, FLUSH_FINAL))
                 break;
             if (kpb_batcher_count(b.batcher) == 0 &&
                 kpb_offsets_all_at_end(&b.offsets)) {
@@ -413,7 +525,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
 
     /* Shutdown order: stop polling, flush what is buffered, final
      * synchronous commit (inside flush), leave the group, destroy. */
-    if (!b.failed && *stop < 2 && flush(&b, 1) && !b.failed)
+    if (!b.failed && flush(&b, FLUSH_FINAL))
         b.failed = 1;
     code = b.failed ? 1 : 0;
     kpb_info("stopping: %llu records consumed, %llu events written, %llu "
@@ -423,9 +535,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
              (double)(kpb_now_ms() - b.started_ms) / 1000.0);
 out:
     if (b.rk) {
-        /* A second signal means now: leave the group without waiting. */
-        if (*stop < 2)
-            rd_kafka_consumer_close(b.rk);
+        rd_kafka_consumer_close(b.rk);
         kpb_batcher_destroy(b.batcher);
         b.batcher = NULL;
         rd_kafka_destroy(b.rk);

@@ -644,10 +644,13 @@ static int cfg_kafka(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
 
 static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
                         kpb_config_t *conf) {
-    static const char *const names[] = {"conninfo", NULL};
+    static const char *const names[] = {"conninfo", "give_up_after_s", NULL};
     kpb_cfgmap_t map;
 
     if (cfg_mapping(p, node, "postgres", names, &map))
+        return -1;
+    if (map.val[1] && cfg_int(p, map.val[1], "postgres.give_up_after_s", 0,
+                              31536000, &conf->give_up_after_s))
         return -1;
     if (!map.val[0])
         return cfg_missing(p, node, key, "postgres", "conninfo");
@@ -662,7 +665,8 @@ static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
  */
 static int cfg_batch(kpb_cfgp_t *p, yaml_node_t *node, kpb_config_t *conf) {
     static const char *const names[] = {"max_events", "linger_ms",
-                                        "max_pending", NULL};
+                                        "max_pending", "max_record_bytes",
+                                        NULL};
     kpb_cfgmap_t map;
 
     if (cfg_mapping(p, node, "batch", names, &map))
@@ -675,6 +679,9 @@ static int cfg_batch(kpb_cfgp_t *p, yaml_node_t *node, kpb_config_t *conf) {
         return -1;
     if (map.val[2] && cfg_int(p, map.val[2], "batch.max_pending", 1, 10000000,
                               &conf->max_pending))
+        return -1;
+    if (map.val[3] && cfg_int(p, map.val[3], "batch.max_record_bytes", 1024,
+                              100 * 1024 * 1024, &conf->max_record_bytes))
         return -1;
     if (map.val[2] && conf->max_pending < conf->max_events)
         return cfg_fail(p, map.val[2]->start_mark, "batch.max_pending",
@@ -987,6 +994,8 @@ int kpb_config_parse(const char *buf, size_t len, const char *name,
     conf->max_events = 1000;
     conf->linger_ms = 20;
     conf->max_pending = 100000;
+    conf->max_record_bytes = 1024 * 1024;
+    conf->give_up_after_s = 0;
     conf->log_level = KPB_LOG_INFO;
     conf->log_format = KPB_LOG_TEXT;
     if (cfg_root(&p, root, conf))

@@ -50,10 +50,14 @@ typedef struct kpb_config_s {
     size_t kafka_prop_cnt;
 
     char *conninfo; /**< postgres.conninfo, ${VAR} already expanded; secret */
+    int give_up_after_s; /**< postgres.give_up_after_s: stop retrying a
+                              failing database after this long; 0 never */
 
     int max_events;  /**< batch.max_events, 1..1000, default 1000 */
     int linger_ms;   /**< batch.linger_ms, 0..60000, default 20 */
     int max_pending; /**< batch.max_pending, >= max_events, default 100000 */
+    int max_record_bytes; /**< batch.max_record_bytes: larger records become
+                               dead letters; 1024..100 MiB, default 1 MiB */
 
     kpb_topic_t *topics; /**< at least one */
     size_t topic_cnt;

@@ -384,6 +384,20 @@ kpb_pg_stop() {
     rm -rf "$dir"
 }
 
+# kpb_pg_halt DIR: stop the cluster but keep DIR, so `start` brings it back on
+# the same port (fault tests take the database away for a while).
+kpb_pg_halt() {
+    local dir bindir owner
+    dir=$(_kpb_pg_dir "${1:-}")
+    [[ -f "$dir/.kpb-pg" && -f "$dir/data/PG_VERSION" ]] ||
+        kpb_die "no cluster in $dir"
+    bindir=$(kpb_pg_bindir)
+    owner=$(_kpb_pg_owner "$dir")
+    _kpb_pg_running "$dir" "$bindir" "$owner" || return 0
+    _kpb_pg_as "$owner" "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+        kpb_die "could not stop PostgreSQL in $dir"
+}
+
 # kpb_pg_restart DIR: restart the cluster (same port); start it if it is down.
 kpb_pg_restart() {
     local dir bindir owner

@@ -69,10 +69,12 @@ Test(config, parses_every_key_of_a_full_file) {
                  "    enable.partition.eof: true\n"
                  "postgres:\n"
                  "  conninfo: \"host=db dbname=events\"\n"
+                 "  give_up_after_s: 300\n"
                  "batch:\n"
                  "  max_events: 250\n"
                  "  linger_ms: 0\n"
                  "  max_pending: 5000\n"
+                 "  max_record_bytes: 2048\n"
                  "topics:\n"
                  "  - name: orders\n"
                  "    table: events.orders_events\n"
@@ -107,6 +109,8 @@ Test(config, parses_every_key_of_a_full_file) {
     cr_expect_eq(conf->max_events, 250);
     cr_expect_eq(conf->linger_ms, 0);
     cr_expect_eq(conf->max_pending, 5000);
+    cr_expect_eq(conf->max_record_bytes, 2048);
+    cr_expect_eq(conf->give_up_after_s, 300);
 
     cr_assert_eq(conf->topic_cnt, 2);
     const kpb_topic_t *t = &conf->topics[0];
@@ -155,6 +159,8 @@ Test(config, applies_defaults_to_a_minimal_file) {
     cr_expect_eq(conf->max_events, 1000);
     cr_expect_eq(conf->linger_ms, 20);
     cr_expect_eq(conf->max_pending, 100000);
+    cr_expect_eq(conf->max_record_bytes, 1024 * 1024);
+    cr_expect_eq(conf->give_up_after_s, 0);
     cr_assert_eq(conf->topic_cnt, 1);
     const kpb_topic_t *t = &conf->topics[0];
     cr_expect_str_eq(t->name, "orders");
@@ -268,7 +274,7 @@ Test(config, rejects_an_unknown_top_level_key) {
 Test(config, rejects_an_unknown_nested_key) {
     load_fails("unknown_nested_key.yaml",
                "7:3: batch.linger: unknown key; expected one of: max_events, "
-               "linger_ms, max_pending");
+               "linger_ms, max_pending, max_record_bytes");
 }
 
 Test(config, rejects_a_file_without_brokers) {
