@@ -317,3 +317,92 @@ int kpbt_run_to_end(const char *config, const char *log, int timeout_s) {
     const char *args[] = {"run", "-c", config, "--exit-at-end", NULL};
     return kpbt_wait(kpbt_spawn(log, args), timeout_s);
 }
+
+void kpbt_produce_streams(kpbt_kafka_t *k, const char *topic, int events,
+                          int streams, unsigned seed) {
+    int *seq = calloc((size_t)streams, sizeof(int));
+    unsigned rnd = seed;
+    char key[32], value[256];
+    for (int i = 0; i < events; i++) {
+        rnd = rnd * 1103515245u + 12345u;
+        int s = (int)((rnd >> 8) % (unsigned)streams);
+        snprintf(key, sizeof(key), "stream-%d", s);
+        int n = snprintf(value, sizeof(value),
+                         "{\"stream\":\"%s\",\"seq\":%d,\"n\":%d,"
+                         "\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+                         key, ++seq[s], i);
+        kpbt_hdr_t h[] = {
+            {"event-type", (i & 1) ? "OrderPaid" : "OrderPlaced"}};
+        kpbt_produce(k, topic, -1, key, value, (size_t)n, h, 1);
+    }
+    kpbt_flush(k);
+    free(seq);
+}
+
+void kpbt_expect_exactly_once(PGconn *conn, kpbt_kafka_t *k,
+                              const char *group, const char *topic,
+                              int partitions, long long events) {
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM eventcore_events"),
+                 events, "rows written");
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM kpbridge_dead_letters"),
+                 0, "dead letters");
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM (SELECT metadata->"
+                                "'kafka'->'partition', metadata->'kafka'->"
+                                "'offset' FROM eventcore_events GROUP BY 1, 2"
+                                " HAVING count(*) > 1) x"),
+                 0, "Kafka records written twice");
+    cr_expect_eq(kpbt_int(conn,
+                          "SELECT count(*) FROM (SELECT stream_id, count(*) c,"
+                          " min(stream_version) lo, max(stream_version) hi"
+                          " FROM eventcore_events GROUP BY 1) x"
+                          " WHERE lo <> 1 OR hi <> c"),
+                 0, "streams with gaps in their versions");
+    cr_expect_eq(kpbt_int(conn,
+                          "SELECT count(*) FROM (SELECT (metadata->'kafka'->>"
+                          "'offset')::bigint o, lag((metadata->'kafka'->>"
+                          "'offset')::bigint) OVER (PARTITION BY stream_id"
+                          " ORDER BY stream_version) prev FROM"
+                          " eventcore_events) x WHERE o <= prev"),
+                 0, "rows whose version order differs from offset order");
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM eventcore_events"
+                                " WHERE event_data ? 'seq' AND"
+                                " (event_data->>'seq')::bigint <>"
+                                " stream_version"),
+                 0, "rows whose version is not the producer's sequence");
+    for (int p = 0; p < partitions; p++) {
+        int64_t end = kpbt_end_offset(k, topic, p);
+        cr_expect_eq(kpbt_intf(conn,
+                               "SELECT coalesce(max(next_offset), 0) FROM"
+                               " kpbridge_offsets WHERE group_id = '%s' AND"
+                               " topic = '%s' AND partition = %d",
+                               group, topic, p),
+                     end, "partition %d: stored offset vs end offset", p);
+    }
+}
+
+void kpbt_pg_ctl(const char *verb) {
+    const char *dir = getenv("KPB_TEST_PGDIR");
+    cr_assert(dir && *dir, "KPB_TEST_PGDIR is not set: run scripts/test");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/scripts/pg %s '%s' >/dev/null",
+             KPB_SOURCE_DIR, verb, dir);
+    cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+}
+
+char *kpbt_log_path(const char *tag) {
+    char *p = malloc(256);
+    snprintf(p, 256, "/tmp/kpbt_%s_%d.log", tag, (int)getpid());
+    unlink(p);
+    return p;
+}
+
+void kpbt_show_log(const char *path) {
+    char *text = kpbt_read_file(path, NULL);
+    if (text) {
+        size_t n = strlen(text);
+        fprintf(stderr, "---- %s (tail) ----\n%s\n", path,
+                n > 6000 ? text + n - 6000 : text);
+        free(text);
+    }
+}

@@ -90,6 +90,32 @@ int kpbt_wait(pid_t pid, int timeout_s);
 /** @brief Spawn and wait: `kpbridge run -c CONFIG --exit-at-end`. */
 int kpbt_run_to_end(const char *config, const char *log, int timeout_s);
 
+/**
+ * @brief Produces @p events records over @p streams streams (key = stream id,
+ *        header event-type, value {"stream": S, "seq": n} with n counting
+ *        1.. per stream in production order) and waits for delivery.
+ */
+void kpbt_produce_streams(kpbt_kafka_t *k, const char *topic, int events,
+                          int streams, unsigned seed);
+
+/**
+ * @brief The four checks of an exactly-once run over the events table:
+ *        exactly @p events rows and no dead letters, no Kafka record twice,
+ *        versions 1..n gap-free per stream, version order = offset order =
+ *        the producer's seq; and the group's stored offsets at the end.
+ */
+void kpbt_expect_exactly_once(PGconn *conn, kpbt_kafka_t *k,
+                              const char *group, const char *topic,
+                              int partitions, long long events);
+
+/** @brief Runs `scripts/pg VERB $KPB_TEST_PGDIR` (restart, halt, start). */
+void kpbt_pg_ctl(const char *verb);
+
+/** @brief A log path for a test (removed first); heap. */
+char *kpbt_log_path(const char *tag);
+/** @brief Prints the tail of a log to stderr (for failing tests). */
+void kpbt_show_log(const char *path);
+
 /** @brief Wall-clock seconds, for reporting rates. */
 double kpbt_now(void);
 
