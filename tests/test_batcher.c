@@ -65,8 +65,8 @@ static int stream_is(const kpb_item_t *it, const char *stream) {
 /*
  * Walks every batch chain and checks what must always hold: a chain has
  * `count` items ending at `last`, all events of one stream and table in
- * rising offset order (within a partition), every event item is in exactly
- * one chain and no dead letter is in any; stream numbers are dense.
+ * rising offset order (within a topic partition), every event item is in
+ * exactly one chain and no dead letter is in any; stream numbers are dense.
  */
 static void check_flush(const kpb_flush_t *f) {
     char *seen = calloc(f->item_cnt ? f->item_cnt : 1, 1);
@@ -88,7 +88,9 @@ static void check_flush(const kpb_flush_t *f) {
             cr_assert_eq(it->ev.stream_id_len, first->ev.stream_id_len);
             cr_assert_arr_eq(it->ev.stream_id, first->ev.stream_id,
                              it->ev.stream_id_len);
-            if (prev != KPB_NONE && f->items[prev].partition == it->partition)
+            if (prev != KPB_NONE &&
+                f->items[prev].partition == it->partition &&
+                !strcmp(f->items[prev].topic, it->topic))
                 cr_assert_gt(it->offset, f->items[prev].offset);
             prev = idx;
             idx = it->next;
@@ -521,6 +523,47 @@ Test(batcher, drop_partition_can_empty_a_flush) {
     cr_assert_eq(f->part_cnt, 0);
     cr_assert_eq(f->stream_cnt, 0);
     kpb_flush_destroy(f);
+}
+
+Test(batcher, drops_a_partition_from_what_it_holds) {
+    memset(freed, 0, sizeof(freed));
+    b = kpb_batcher_new(1000, 20, count_free);
+    kpb_item_t it = item_of("orders", 0, 0, "eventcore_events", "a");
+    kpb_batcher_add(b, &it, 100);
+    kpb_batcher_keep(b, &freed[0]);
+    it = item_of("orders", 1, 0, "eventcore_events", "a");
+    kpb_batcher_add(b, &it, 105);
+    kpb_batcher_keep(b, &freed[1]);
+    it = item_of("orders", 0, 1, "eventcore_events", "b");
+    kpb_batcher_add(b, &it, 110);
+    kpb_batcher_keep(b, &freed[2]);
+    cr_assert_eq(kpb_batcher_drop_partition(b, "orders", 0), 2);
+    cr_assert_eq(kpb_batcher_count(b), 1);
+    cr_assert_eq(kpb_batcher_wait_ms(b, 110), 10);
+    cr_assert_eq(freed[0], 0, "references live until the flush goes");
+    kpb_flush_t *f = kpb_batcher_take(b);
+    cr_assert_eq(f->item_cnt, 1);
+    cr_assert_eq(f->items[0].partition, 1);
+    cr_assert_eq(f->batch_cnt, 1);
+    cr_assert_eq(f->part_cnt, 1);
+    check_flush(f);
+    kpb_flush_destroy(f);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(freed[i], 1);
+}
+
+Test(batcher, lingers_afresh_after_dropping_everything) {
+    b = kpb_batcher_new(1000, 20, NULL);
+    kpb_item_t it = item_of("orders", 0, 0, "eventcore_events", "a");
+    kpb_batcher_add(b, &it, 100);
+    cr_assert_eq(kpb_batcher_drop_partition(b, "orders", 0), 1);
+    cr_assert_eq(kpb_batcher_count(b), 0);
+    cr_assert_eq(kpb_batcher_wait_ms(b, 500), -1);
+    cr_assert_not(kpb_batcher_due(b, 500));
+    it = item_of("orders", 0, 1, "eventcore_events", "a");
+    kpb_batcher_add(b, &it, 500);
+    cr_assert_eq(kpb_batcher_wait_ms(b, 505), 15);
+    cr_assert_not(kpb_batcher_due(b, 505));
 }
 
 Test(batcher, handles_100000_distinct_streams) {
