@@ -249,6 +249,12 @@ int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
 
 char *kpbt_config(const char *tag, const char *brokers, const char *conninfo,
                   const char *topics, const char *extra) {
+    return kpbt_config_props(tag, brokers, conninfo, topics, extra, NULL);
+}
+
+char *kpbt_config_props(const char *tag, const char *brokers,
+                        const char *conninfo, const char *topics,
+                        const char *extra, const char *props) {
     char *path = malloc(256);
     snprintf(path, 256, "/tmp/kpbt_%s_%d.yaml", tag, (int)getpid());
     FILE *f = fopen(path, "w");
@@ -260,12 +266,14 @@ char *kpbt_config(const char *tag, const char *brokers, const char *conninfo,
             "  properties:\n"
             "    session.timeout.ms: \"6000\"\n"
             "    log_level: \"4\"\n"
+            "%s"
             "postgres:\n"
             "  conninfo: \"%s\"\n"
             "http:\n"
             "  listen: \"\"\n"
             "topics:\n%s%s",
-            brokers, conninfo, topics, extra ? extra : "");
+            brokers, props ? props : "", conninfo, topics,
+            extra ? extra : "");
     fclose(f);
     return path;
 }

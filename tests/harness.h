@@ -80,6 +80,11 @@ int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
 char *kpbt_config(const char *tag, const char *brokers, const char *conninfo,
                   const char *topics, const char *extra);
 
+/** @brief Same, with more kafka.properties lines ("    key: value\n"). */
+char *kpbt_config_props(const char *tag, const char *brokers,
+                        const char *conninfo, const char *topics,
+                        const char *extra, const char *props);
+
 /** @brief Starts `kpbridge ARGS...` with stderr to @p log; returns the pid. */
 pid_t kpbt_spawn(const char *log, const char *const *args);
 /**
