@@ -281,3 +281,28 @@ Test(faults, fences_a_zombie_that_wakes_after_its_partition_moved,
     free(log_b);
     finish(&fx);
 }
+
+Test(faults, exits_1_on_a_fatal_consumer_error_and_resumes_exactly,
+     .timeout = 600) {
+    fixture_t fx;
+    /* Static membership: a broker that says another consumer took this
+     * group.instance.id fences this one, which librdkafka makes fatal. */
+    setup(&fx, "f_fatal", 4, 40000, "    group.instance.id: kpbt-static\n");
+    pid_t pid = spawn_run(fx.conf, fx.log, 0);
+    wait_rows(fx.ci, 5000, pid, 120);
+    rd_kafka_mock_push_request_errors(fx.k->mcluster, 12 /* Heartbeat */, 3,
+                                      RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                                      RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                                      RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID);
+    int rc = kpbt_wait(pid, 120);
+    if (rc != 1)
+        kpbt_show_log(fx.log);
+    cr_expect_eq(rc, 1, "a fatal Kafka error exits 1");
+    char *log = kpbt_read_file(fx.log, NULL);
+    cr_expect(log && strstr(log, "fatal kafka error"), "no fatal error logged");
+    free(log);
+    /* Nothing it had written is written again by its successor. */
+    rd_kafka_mock_clear_request_errors(fx.k->mcluster, 12);
+    run_to_end(&fx, spawn_run(fx.conf, fx.log, 1));
+    finish(&fx);
+}
