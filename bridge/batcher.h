@@ -30,6 +30,8 @@ typedef struct kpb_item_s {
     kpb_reason_t reason; /**< KPB_REASON_NONE for an event */
     const char *sqlstate; /**< set when the database refused it */
     const char *detail;   /**< in the arena */
+    const void *src;      /**< the Kafka message it came from (headers
+                               of dead letters for the dead-letter topic) */
     uint32_t next;        /**< next item of the same stream batch */
 } kpb_item_t;
 

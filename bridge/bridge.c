@@ -16,6 +16,8 @@
 typedef struct kpb_bridge_s {
     const kpb_config_t *conf;
     rd_kafka_t *rk;
+    rd_kafka_t *dlp; /* dead-letter topic producer, when configured */
+    int dl_failed;   /* delivery failures of the current dead-letter batch */
     kpb_writer_t *writer;
     kpb_batcher_t *batcher;
     kpb_offsets_t offsets;
@@ -382,6 +384,118 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+static void dl_delivered(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
+                         void *opaque) {
+    kpb_bridge_t *b = opaque;
+    (void)rk;
+    if (rkm->err) {
+        b->dl_failed++;
+        kpb_warn("dead-letter topic: delivery failed: %s",
+                 rd_kafka_err2str(rkm->err));
+    }
+}
+
+static void add_header(rd_kafka_headers_t *h, const char *name,
+                       const char *value) {
+    if (value)
+        rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+/* Before COMMIT: the flush's dead letters are produced to the dead-letter
+ * topic and confirmed, so that no offset covering them commits while they
+ * could still be lost.  A retried flush produces them again: the topic is
+ * at-least-once. */
+static int produce_dead_letters(void *opaque, const kpb_flush_t *f,
+                                char *errstr, size_t errstr_size) {
+    kpb_bridge_t *b = opaque;
+    int n = 0;
+    b->dl_failed = 0;
+    for (uint32_t i = 0; i < f->item_cnt; i++) {
+        const kpb_item_t *it = &f->items[i];
+        if (it->reason == KPB_REASON_NONE)
+            continue;
+        rd_kafka_headers_t *src = NULL, *h;
+        if (it->src &&
+            !rd_kafka_message_headers((const rd_kafka_message_t *)it->src,
+                                      &src) &&
+            src)
+            h = rd_kafka_headers_copy(src);
+        else
+            h = rd_kafka_headers_new(8);
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%d", (int)it->partition);
+        snprintf(off, sizeof(off), "%lld", (long long)it->offset);
+        add_header(h, "kpbridge-reason", kpb_reason_name(it->reason));
+        add_header(h, "kpbridge-sqlstate", it->sqlstate);
+        add_header(h, "kpbridge-detail", it->detail);
+        add_header(h, "kpbridge-topic", it->topic);
+        add_header(h, "kpbridge-partition", part);
+        add_header(h, "kpbridge-offset", off);
+        rd_kafka_resp_err_t err;
+        for (;;) {
+            err = rd_kafka_producev(
+                b->dlp, RD_KAFKA_V_TOPIC(b->conf->dl_topic),
+                RD_KAFKA_V_KEY((void *)it->key, it->key ? it->key_len : 0),
+                RD_KAFKA_V_VALUE((void *)it->value,
+                                 it->value ? it->value_len : 0),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                break;
+            rd_kafka_poll(b->dlp, 100);
+        }
+        if (err) {
+            rd_kafka_headers_destroy(h);
+            snprintf(errstr, errstr_size, "dead-letter topic %s: %s",
+                     b->conf->dl_topic, rd_kafka_err2str(err));
+            rd_kafka_purge(b->dlp, RD_KAFKA_PURGE_F_QUEUE);
+            rd_kafka_flush(b->dlp, 1000);
+            return -1;
+        }
+        n++;
+    }
+    if (!n)
+        return 0;
+    rd_kafka_resp_err_t err = rd_kafka_flush(b->dlp, 30000);
+    if (err || b->dl_failed) {
+        snprintf(errstr, errstr_size,
+                 "dead-letter topic %s: %d of %d deliveries not confirmed",
+                 b->conf->dl_topic, err ? n : b->dl_failed, n);
+        return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_t *dl_producer(kpb_bridge_t *b) {
+    char err[512];
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    /* The consumer's properties (security, SASL, ...) apply here too, minus
+     * what only a consumer understands. */
+    for (size_t i = 0; i < b->conf->kafka_prop_cnt; i++)
+        (void)rd_kafka_conf_set(kc, b->conf->kafka_props[i].key,
+                                b->conf->kafka_props[i].value, err,
+                                sizeof(err));
+    static const char *fixed[][2] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"client.id", "kpbridge-dead-letters"},
+    };
+    rd_kafka_conf_set(kc, "bootstrap.servers", b->conf->brokers, err,
+                      sizeof(err));
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], err, sizeof(err));
+    rd_kafka_conf_set_log_cb(kc, kpb_consumer_log_cb);
+    rd_kafka_conf_set_opaque(kc, b);
+    rd_kafka_conf_set_dr_msg_cb(kc, dl_delivered);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err));
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        kpb_error("cannot create the dead-letter producer: %s", err);
+    }
+    return rk;
+}
+
 static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
     const char *name = rd_kafka_topic_name(rkm->rkt);
     const kpb_topic_t *t = topic_of(b->conf, name);
@@ -406,6 +520,7 @@ static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
     item.key_len = rkm->key_len;
     item.value = rkm->payload;
     item.value_len = rkm->len;
+    item.src = rkm;
     if (item.reason != KPB_REASON_NONE) {
         item.detail = kpb_arena_strndup(kpb_batcher_arena(b->batcher),
                                         detail, strlen(detail));
@@ -469,6 +584,11 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         goto out;
     }
     rd_kafka_poll_set_consumer(b.rk);
+    if (conf->dl_topic) {
+        if (!(b.dlp = dl_producer(&b)))
+            goto out;
+        kpb_writer_set_hook(b.writer, produce_dead_letters, &b);
+    }
 
     /* Connect early so a wrong conninfo fails fast, before joining. */
     int attempt = 0;
@@ -539,6 +659,10 @@ out:
         kpb_batcher_destroy(b.batcher);
         b.batcher = NULL;
         rd_kafka_destroy(b.rk);
+    }
+    if (b.dlp) {
+        rd_kafka_flush(b.dlp, 10000);
+        rd_kafka_destroy(b.dlp);
     }
     kpb_batcher_destroy(b.batcher);
     kpb_writer_destroy(b.writer);

@@ -36,6 +36,8 @@ struct kpb_writer_s {
     int careful;     /* replaying with savepoints after a data error */
     int has_expect;  /* the flush carries expected versions */
     uint32_t expect_gen;
+    kpb_writer_hook_t *hook;
+    void *hook_opaque;
     char errmsg[1024];
     const char *errstate;
     char errstate_buf[6];
@@ -113,6 +115,12 @@ void kpb_writer_destroy(kpb_writer_t *w) {
     free(w->row_streams);
     free(w->stamp);
     free(w);
+}
+
+void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
+                         void *opaque) {
+    w->hook = hook;
+    w->hook_opaque = opaque;
 }
 
 int kpb_writer_connected(const kpb_writer_t *w) {
@@ -604,6 +612,11 @@ again:
 
     if ((rc = write_dead(w, f, stats)) != -1) {
         ret = fail(w, rc, "inserting dead letters", errstr, errstr_size);
+        goto out;
+    }
+    if (w->hook && w->hook(w->hook_opaque, f, errstr, errstr_size)) {
+        rollback(w);
+        ret = KPB_WRITE_TRANSIENT;
         goto out;
     }
     if ((rc = run(w, "COMMIT", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {

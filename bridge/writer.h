@@ -66,6 +66,19 @@ int kpb_writer_connect(kpb_writer_t *w, char *errstr,
 int kpb_writer_connected(const kpb_writer_t *w);
 
 /**
+ * @brief Called inside each write after the dead letters are inserted and
+ *        before COMMIT; a non-zero return rolls the write back as transient
+ *        (it is retried).  Used to confirm the dead-letter topic's produce
+ *        before the offsets that cover those records can commit.
+ */
+typedef int(kpb_writer_hook_t)(void *opaque, const kpb_flush_t *f,
+                               char *errstr, size_t errstr_size);
+
+/** @brief Installs the before-COMMIT hook (NULL: none). */
+void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
+                         void *opaque);
+
+/**
  * @brief Reads the stored positions of @p cnt partitions of @p topic.
  * @param next  receives each partition's next offset, -1 where no row
  * @returns 0, or -1 with errstr.

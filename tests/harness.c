@@ -414,3 +414,43 @@ void kpbt_show_log(const char *path) {
         free(text);
     }
 }
+
+int kpbt_count_header(kpbt_kafka_t *k, const char *topic, const char *name) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", k->bootstrap, err,
+                      sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", "kpbt-reader", err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    cr_assert(c, "consumer: %s", err);
+    rd_kafka_poll_set_consumer(c);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(c, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int count = 0;
+    double until = kpbt_now() + 60;
+    while (kpbt_now() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (!m->err) {
+            rd_kafka_headers_t *h = NULL;
+            const void *v;
+            size_t n;
+            if (!rd_kafka_message_headers(m, &h) &&
+                !rd_kafka_header_get_last(h, name, &v, &n))
+                count++;
+        }
+        rd_kafka_message_destroy(m);
+        if (eof)
+            break;
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    return count;
+}

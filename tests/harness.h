@@ -66,6 +66,10 @@ void kpbt_flush(kpbt_kafka_t *k);
 
 /** @brief The high watermark of a partition. */
 int64_t kpbt_end_offset(kpbt_kafka_t *k, const char *topic, int partition);
+/** @brief Reads partition 0 of @p topic to its end and counts the records
+ *         that carry header @p name. */
+int kpbt_count_header(kpbt_kafka_t *k, const char *topic, const char *name);
+
 /** @brief A group's committed offset in Kafka (-1001 when none). */
 int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
                        int partition);
