@@ -9,6 +9,7 @@
 #include "batcher.h"
 #include "consumer.h"
 #include "decode.h"
+#include "metrics.h"
 #include "offsets.h"
 #include "util.h"
 #include "writer.h"
@@ -102,6 +103,35 @@ static void refetch_position(kpb_bridge_t *b, const char *topic,
         rd_kafka_error_destroy(error);
     }
     rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void count_flush(const kpb_flush_t *f, const kpb_write_stats_t *st,
+                        int64_t ms) {
+    kpb_metrics_add(KPB_METRIC_EVENTS_WRITTEN, st->events);
+    kpb_metrics_add(KPB_METRIC_FLUSHES, 1);
+    kpb_metrics_observe(KPB_METRIC_FLUSH_DURATION, (double)ms / 1000.0);
+    kpb_metrics_observe(KPB_METRIC_BATCH_EVENTS, (double)st->events);
+    kpb_metrics_set(KPB_METRIC_DB_CONNECTED, 1);
+    for (uint32_t i = 0; i < f->item_cnt; i++)
+        if (f->items[i].reason != KPB_REASON_NONE)
+            kpb_metrics_dead_letter(kpb_reason_name(f->items[i].reason));
+}
+
+/* Consumer lag per partition: the high watermark librdkafka last saw minus
+ * the stored position (what a restart would resume from). */
+static void update_lag(kpb_bridge_t *b) {
+    for (uint32_t i = 0; i < b->offsets.cnt; i++) {
+        const kpb_pos_t *p = &b->offsets.pos[i];
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(b->rk, p->topic, p->partition, &lo,
+                                           &hi) ||
+            hi < 0)
+            continue;
+        int64_t pos = p->from >= 0 ? p->from : (lo >= 0 ? lo : 0);
+        kpb_metrics_lag(p->topic, p->partition, hi > pos ? hi - pos : 0);
+    }
+    kpb_metrics_set(KPB_METRIC_KAFKA_ASSIGNED_PARTITIONS, b->offsets.cnt);
+    kpb_metrics_set(KPB_METRIC_PENDING_EVENTS, kpb_batcher_count(b->batcher));
 }
 
 /* How a flush may wait out a database outage. */
@@ -219,6 +249,7 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
             b->written += st.events;
             b->dead += st.dead;
             b->flushes++;
+            count_flush(f, &st, kpb_now_ms() - t0);
             kpb_debug("flush: %u events, %u dead letters, %u statements, "
                       "%u partitions in %lld ms",
                       st.events, st.dead, st.statements, f->part_cnt,
@@ -238,6 +269,7 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
             n += kpb_batcher_drop_partition(b->batcher, part.topic,
                                             part.partition);
             b->fenced++;
+            kpb_metrics_add(KPB_METRIC_FENCED, 1);
             kpb_info("dropped %u records of %s [%d]; they are read again by "
                      "whoever owns the partition",
                      n, part.topic, (int)part.partition);
@@ -258,6 +290,9 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
             snprintf(last_err, sizeof(last_err), "%s", err);
         }
         b->retries++;
+        kpb_metrics_add(KPB_METRIC_DB_RETRIES, 1);
+        kpb_metrics_set(KPB_METRIC_DB_CONNECTED,
+                        kpb_writer_connected(b->writer));
         if (b->conf->give_up_after_s &&
             now - b->failing_since >= b->conf->give_up_after_s * 1000LL) {
             kpb_error("giving up after %d s of database failures: %s",
@@ -323,6 +358,7 @@ static void on_assign(kpb_bridge_t *b,
         }
         sleep_ms(backoff_ms(attempt++));
     }
+    kpb_metrics_set(KPB_METRIC_KAFKA_ASSIGNED_PARTITIONS, b->offsets.cnt);
     if (b->cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_assign(b->rk, parts);
         if (error) {
@@ -352,9 +388,12 @@ static void on_revoke(kpb_bridge_t *b,
     for (int i = 0; i < parts->cnt; i++) {
         kpb_info("revoked %s [%d]", parts->elems[i].topic,
                  (int)parts->elems[i].partition);
+        kpb_metrics_lag_remove(parts->elems[i].topic,
+                               parts->elems[i].partition);
         kpb_offsets_revoke(&b->offsets, parts->elems[i].topic,
                            parts->elems[i].partition);
     }
+    kpb_metrics_set(KPB_METRIC_KAFKA_ASSIGNED_PARTITIONS, b->offsets.cnt);
     if (b->cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_unassign(b->rk, parts);
         if (error) {
@@ -530,6 +569,7 @@ static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
     }
     kpb_offsets_read(&b->offsets, t->name, rkm->partition, rkm->offset);
     b->consumed++;
+    kpb_metrics_add(KPB_METRIC_EVENTS_CONSUMED, 1);
     kpb_batcher_add(b->batcher, &item, kpb_now_ms());
     kpb_batcher_keep(b->batcher, rkm);
 }
@@ -593,6 +633,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     /* Connect early so a wrong conninfo fails fast, before joining. */
     int attempt = 0;
     while (kpb_writer_connect(b.writer, err, sizeof(err))) {
+        kpb_metrics_set(KPB_METRIC_DB_CONNECTED, 0);
         kpb_warn("%s; will retry", err);
         if (*stop)
             goto out;
@@ -610,8 +651,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         kpb_error("subscribe: %s", rd_kafka_err2str(rerr));
         goto out;
     }
+    kpb_metrics_set(KPB_METRIC_DB_CONNECTED, 1);
     kpb_info("kpbridge %s consuming %zu topic(s) as group %s", KPB_VERSION,
              conf->topic_cnt, conf->group_id);
+    int64_t next_lag = 0;
 
     while (!*stop && !b.failed) {
         int64_t now = kpb_now_ms();
@@ -632,6 +675,14 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         }
         if (kpb_batcher_due(b.batcher, kpb_now_ms()) && flush(&b, FLUSH_RUN))
             break;
+        if (kpb_now_ms() >= next_lag) {
+            update_lag(&b);
+            /* Idle, nothing else would notice the database going away. */
+            if (kpb_batcher_count(b.batcher) == 0)
+                kpb_metrics_set(KPB_METRIC_DB_CONNECTED,
+                                kpb_writer_ping(b.writer));
+            next_lag = kpb_now_ms() + 1000;
+        }
         if (exit_at_end && kpb_offsets_all_at_end(&b.offsets)) {
             if (flush(&b, FLUSH_FINAL))
                 break;

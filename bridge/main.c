@@ -12,6 +12,8 @@
 #include "bridge.h"
 #include "config.h"
 #include "consumer.h"
+#include "http.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "util.h"
 #include "writer.h"
@@ -198,6 +200,31 @@ static int check_pg(const kpb_config_t *conf) {
     return rc;
 }
 
+/* Ready: connected to PostgreSQL and holding an assignment (which needs a
+ * working Kafka connection).  Runs on the HTTP thread: atomics only. */
+static int ready(void *opaque) {
+    (void)opaque;
+    return kpb_metrics_gauge(KPB_METRIC_DB_CONNECTED) == 1 &&
+           kpb_metrics_gauge(KPB_METRIC_KAFKA_ASSIGNED_PARTITIONS) > 0;
+}
+
+static int cmd_run(const kpb_config_t *conf, int exit_at_end) {
+    kpb_http_t *http = NULL;
+    if (conf->http_listen) {
+        char err[512];
+        http = kpb_http_start(conf->http_listen, ready, NULL, err, sizeof(err));
+        if (!http) {
+            kpb_error("%s", err);
+            return 1;
+        }
+        kpb_info("serving /metrics, /healthz and /readyz on %s",
+                 conf->http_listen);
+    }
+    int rc = kpb_bridge_run(conf, exit_at_end, &stop_requested);
+    kpb_http_stop(http);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *cmd = NULL, *path = NULL;
     int exit_at_end = 0;
@@ -254,6 +281,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     kpb_log_setup(conf->log_level, conf->log_format);
+    kpb_metrics_init();
     warn_if_readable(path, conf);
 
     struct sigaction sa;
@@ -274,7 +302,7 @@ int main(int argc, char **argv) {
             rc = prc;
         printf("check: %s\n", rc ? "FAILED" : "ok");
     } else {
-        rc = kpb_bridge_run(conf, exit_at_end, &stop_requested);
+        rc = cmd_run(conf, exit_at_end);
     }
     kpb_config_destroy(conf);
     return rc;

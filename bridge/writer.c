@@ -123,6 +123,17 @@ void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
     w->hook_opaque = opaque;
 }
 
+int kpb_writer_ping(kpb_writer_t *w) {
+    char err[512];
+    if (kpb_writer_connected(w)) {
+        PGresult *res = PQexec(w->conn, "SELECT 1");
+        PQclear(res);
+    }
+    if (!kpb_writer_connected(w) && kpb_writer_connect(w, err, sizeof(err)))
+        return 0;
+    return 1;
+}
+
 int kpb_writer_connected(const kpb_writer_t *w) {
     return w->conn && PQstatus(w->conn) == CONNECTION_OK;
 }

@@ -79,6 +79,13 @@ void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
                          void *opaque);
 
 /**
+ * @brief Checks the connection with a trivial query, reconnecting when it
+ *        is down: an idle bridge still notices a lost database (readiness).
+ * @returns 1 when connected afterwards, else 0.
+ */
+int kpb_writer_ping(kpb_writer_t *w);
+
+/**
  * @brief Reads the stored positions of @p cnt partitions of @p topic.
  * @param next  receives each partition's next offset, -1 where no row
  * @returns 0, or -1 with errstr.
