@@ -280,34 +280,30 @@ int kpb_writer_positions(kpb_writer_t *w, const char *topic,
     return 0;
 }
 
-/* Moves each partition's row from its expected value, or finds it moved. */
+/* Moves each partition's row from its expected value, or finds it moved:
+ * kpbridge_advance_offset() raises KB001 when the row is not where this
+ * writer last saw it (another instance owns the partition now). */
 static int write_offsets(kpb_writer_t *w, const kpb_flush_t *f,
                          const int64_t *from, uint32_t *fenced) {
     static const char *sql =
-        "INSERT INTO kpbridge_offsets AS o"
-        " (group_id, topic, partition, next_offset)"
-        " VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (group_id, topic, partition) DO UPDATE"
-        " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
-        " WHERE o.next_offset = $5";
+        "SELECT kpbridge_advance_offset($1, $2, $3::int, $4::bigint,"
+        " $5::bigint)";
     for (uint32_t i = 0; i < f->part_cnt; i++) {
         char part[16], next[24], prev[24];
         snprintf(part, sizeof(part), "%d", (int)f->parts[i].partition);
+        snprintf(prev, sizeof(prev), "%lld", (long long)from[i]);
         snprintf(next, sizeof(next), "%lld",
                  (long long)f->parts[i].next_offset);
-        snprintf(prev, sizeof(prev), "%lld", (long long)from[i]);
         const char *params[5] = {w->conf->group_id, f->parts[i].topic, part,
-                                 next, prev};
-        PGresult *res = NULL;
-        int rc = run_res(w, sql, 5, params, NULL, NULL, PGRES_COMMAND_OK, &res);
-        if (rc != -1)
-            return rc;
-        int moved = strcmp(PQcmdTuples(res), "1") != 0;
-        PQclear(res);
-        if (moved) {
+                                 prev, next};
+        int rc = run(w, sql, 5, params, NULL, NULL, PGRES_TUPLES_OK);
+        if (rc == -1)
+            continue;
+        if (w->errstate && !strcmp(w->errstate, "KB001")) {
             *fenced = i;
             return -2;
         }
+        return rc;
     }
     return -1;
 }

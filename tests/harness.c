@@ -101,6 +101,11 @@ char *kpbt_db_new(const char *tag, int migrate) {
         int applied = 0;
         cr_assert(kpb_migrate_apply(conn, &applied, err, sizeof(err)) == 0,
                   "migrate: %s", err);
+        /* The bridge under test logs in with the least-privilege role. */
+        kpbt_exec(conn, "DO $$ BEGIN CREATE ROLE " KPBT_BRIDGE_USER
+                        " LOGIN IN ROLE kpbridge_writer; EXCEPTION WHEN"
+                        " duplicate_object OR unique_violation THEN NULL;"
+                        " END $$");
         PQfinish(conn);
     }
     return ci;
@@ -268,7 +273,7 @@ char *kpbt_config_props(const char *tag, const char *brokers,
             "    log_level: \"4\"\n"
             "%s"
             "postgres:\n"
-            "  conninfo: \"%s\"\n"
+            "  conninfo: \"%s user=" KPBT_BRIDGE_USER "\"\n"
             "http:\n"
             "  listen: \"\"\n"
             "topics:\n%s%s",

@@ -19,6 +19,10 @@ char *kpbt_read_file(const char *path, size_t *len);
 
 /* ---- PostgreSQL ---------------------------------------------------------- */
 
+/** @brief The login, member of kpbridge_writer, that the bridge under test
+ *         uses (kpbt_config adds it to the conninfo). */
+#define KPBT_BRIDGE_USER "kpbt_bridge"
+
 /**
  * @brief Creates a fresh database for one test (named after @p tag and the
  *        pid) and returns its conninfo (heap).  With @p migrate the schema
@@ -77,7 +81,8 @@ int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
 /* ---- the kpbridge binary ------------------------------------------------- */
 
 /**
- * @brief Writes a config file for a test and returns its path (heap).
+ * @brief Writes a config file for a test and returns its path (heap); the
+ *        bridge connects as KPBT_BRIDGE_USER (least privilege).
  * @param extra  YAML appended verbatim (may be NULL), e.g. "batch:\n ..."
  * @param topics the `topics:` sequence items, YAML text
  */

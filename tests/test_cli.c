@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "migrate.h"
 
 static char *tmp_path(const char *tag, const char *ext) {
     char *p = malloc(256);
@@ -96,8 +97,13 @@ Test(cli, migrate_applies_the_schema_once_and_check_verifies_it,
 
     cr_expect_eq(run_cli(log, "migrate", "-c", conf), 0);
     cr_expect_eq(run_cli(log, "migrate", "-c", conf), 0);
+    int total = 0;
+    while (kpb_migrations[total].name)
+        total++;
+    char want[64];
+    snprintf(want, sizeof(want), "migrate: %d migration(s) applied", total);
     out = kpbt_read_file(log, NULL);
-    cr_expect(strstr(out, "migrate: 3 migration(s) applied"), "%s", out);
+    cr_expect(strstr(out, want), "%s", out);
     cr_expect(strstr(out, "migrate: 0 migration(s) applied"), "%s", out);
     free(out);
 
@@ -111,7 +117,7 @@ Test(cli, migrate_applies_the_schema_once_and_check_verifies_it,
 
     PGconn *conn = kpbt_pg(ci);
     cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM kpbridge_migrations"),
-                 3);
+                 total);
     PQfinish(conn);
     unlink(conf);
     free(conf);

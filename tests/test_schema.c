@@ -162,3 +162,49 @@ Test(schema, applies_each_migration_once, .timeout = 60) {
     PQfinish(conn);
     free(ci);
 }
+
+static int denied(PGconn *conn, const char *sql) {
+    PGresult *res = PQexec(conn, sql);
+    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int ok = PQresultStatus(res) == PGRES_FATAL_ERROR && st &&
+             !strcmp(st, "42501");
+    PQclear(res);
+    return ok;
+}
+
+Test(schema, gives_the_writer_role_select_and_insert_and_nothing_else,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("role", 1);
+    size_t n = strlen(ci) + 64;
+    char *bridge = malloc(n);
+    snprintf(bridge, n, "%s user=%s", ci, KPBT_BRIDGE_USER);
+    PGconn *conn = kpbt_pg(bridge);
+    /* what the bridge does */
+    kpbt_exec(conn, "INSERT INTO eventcore_events (event_id, stream_id,"
+                    " event_type, event_data) VALUES (gen_random_uuid(), 's',"
+                    " 'T', '{}')");
+    kpbt_exec(conn, "SELECT kpbridge_advance_offset('g', 't', 0, -1, 5)");
+    kpbt_exec(conn, "SELECT kpbridge_advance_offset('g', 't', 0, 5, 9)");
+    kpbt_exec(conn, "INSERT INTO kpbridge_dead_letters (topic, partition,"
+                    " \"offset\", reason) VALUES ('t', 0, 1, 'x')");
+    cr_expect_eq(kpbt_int(conn, "SELECT next_offset FROM kpbridge_offsets"),
+                 9);
+    /* and nothing else */
+    cr_expect(denied(conn, "UPDATE kpbridge_offsets SET next_offset = 0"));
+    cr_expect(denied(conn, "INSERT INTO kpbridge_offsets VALUES"
+                           " ('g', 'u', 0, 1)"));
+    cr_expect(denied(conn, "DELETE FROM kpbridge_dead_letters"));
+    cr_expect(denied(conn, "UPDATE eventcore_events SET event_type = 'X'"));
+    cr_expect(denied(conn, "CREATE TABLE x (a int)"));
+    cr_expect(denied(conn, "DROP TABLE eventcore_events"));
+    /* the fence: a stale position raises KB001 and moves nothing */
+    PGresult *res = PQexec(conn, "SELECT kpbridge_advance_offset('g', 't',"
+                                 " 0, 5, 12)");
+    cr_expect_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "KB001");
+    PQclear(res);
+    cr_expect_eq(kpbt_int(conn, "SELECT next_offset FROM kpbridge_offsets"),
+                 9);
+    PQfinish(conn);
+    free(bridge);
+    free(ci);
+}
