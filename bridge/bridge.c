@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "batcher.h"
 #include "consumer.h"
@@ -30,6 +31,9 @@ typedef struct kpb_bridge_s {
     kpb_flush_t *inflight; /* the flush being written or retried */
     int64_t failing_since; /* monotonic ms of the first failure, or -1 */
     uint64_t consumed, written, dead, flushes, retries, fenced;
+    int64_t progress_at;       /* when progress was last reported */
+    uint64_t progress_written; /* written + dead at that time */
+    int progress_drawn;        /* a progress line is on the terminal */
     int64_t started_ms;
 } kpb_bridge_t;
 
@@ -119,7 +123,8 @@ static void count_flush(const kpb_flush_t *f, const kpb_write_stats_t *st,
 
 /* Consumer lag per partition: the high watermark librdkafka last saw minus
  * the stored position (what a restart would resume from). */
-static void update_lag(kpb_bridge_t *b) {
+static int64_t update_lag(kpb_bridge_t *b) {
+    int64_t total = 0;
     for (uint32_t i = 0; i < b->offsets.cnt; i++) {
         const kpb_pos_t *p = &b->offsets.pos[i];
         int64_t lo = -1, hi = -1;
@@ -129,9 +134,44 @@ static void update_lag(kpb_bridge_t *b) {
             continue;
         int64_t pos = p->from >= 0 ? p->from : (lo >= 0 ? lo : 0);
         kpb_metrics_lag(p->topic, p->partition, hi > pos ? hi - pos : 0);
+        total += hi > pos ? hi - pos : 0;
     }
     kpb_metrics_set(KPB_METRIC_KAFKA_ASSIGNED_PARTITIONS, b->offsets.cnt);
     kpb_metrics_set(KPB_METRIC_PENDING_EVENTS, kpb_batcher_count(b->batcher));
+    return total;
+}
+
+/* Progress: on a terminal during --exit-at-end, one line redrawn each
+ * second; otherwise a log line every 10 s.  The rate is over the last
+ * report interval, so the ETA follows the current speed. */
+static void report_progress(kpb_bridge_t *b, int64_t lag, int in_place) {
+    int64_t now = kpb_now_ms();
+    int64_t every = in_place ? 1000 : 10000;
+    if (now < b->progress_at + every)
+        return;
+    double secs = (double)(now - b->progress_at) / 1000.0;
+    double rate = b->progress_at ? (double)(b->written + b->dead -
+                                            b->progress_written) /
+                                       secs
+                                 : 0.0;
+    b->progress_at = now;
+    b->progress_written = b->written + b->dead;
+    char eta[32] = "?";
+    if (rate > 0)
+        snprintf(eta, sizeof(eta), "%.0f", (double)lag / rate);
+    if (in_place) {
+        fprintf(stderr,
+                "\r\033[K%llu events written, %.0f events/s, lag %lld, "
+                "ETA %s s",
+                (unsigned long long)b->written, rate, (long long)lag, eta);
+        fflush(stderr);
+        b->progress_drawn = 1;
+    } else {
+        kpb_info("progress written=%llu dead_letters=%llu rate=%.0f lag=%lld "
+                 "eta_s=%s",
+                 (unsigned long long)b->written, (unsigned long long)b->dead,
+                 rate, (long long)lag, eta);
+    }
 }
 
 /* How a flush may wait out a database outage. */
@@ -250,8 +290,8 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
             b->dead += st.dead;
             b->flushes++;
             count_flush(f, &st, kpb_now_ms() - t0);
-            kpb_debug("flush: %u events, %u dead letters, %u statements, "
-                      "%u partitions in %lld ms",
+            kpb_debug("flushed events=%u dead_letters=%u statements=%u "
+                      "partitions=%u duration_ms=%lld",
                       st.events, st.dead, st.statements, f->part_cnt,
                       (long long)(kpb_now_ms() - t0));
             if (attempt)
@@ -262,7 +302,9 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
         }
         if (wrc == KPB_WRITE_FENCED) {
             kpb_fpart_t part = f->parts[fenced];
-            kpb_warn("fenced: %s; dropping its buffered records", err);
+            kpb_warn("fenced, another instance owns the partition now; "
+                     "dropping its buffered records topic=%s partition=%d",
+                     part.topic, (int)part.partition);
             uint32_t n = kpb_flush_drop_partition(f, part.topic,
                                                   part.partition,
                                                   b->conf->max_events);
@@ -270,9 +312,9 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
                                             part.partition);
             b->fenced++;
             kpb_metrics_add(KPB_METRIC_FENCED, 1);
-            kpb_info("dropped %u records of %s [%d]; they are read again by "
-                     "whoever owns the partition",
-                     n, part.topic, (int)part.partition);
+            kpb_info("dropped records that its owner reads again "
+                     "topic=%s partition=%d records=%u",
+                     part.topic, (int)part.partition, n);
             refetch_position(b, part.topic, part.partition);
             continue;
         }
@@ -344,10 +386,10 @@ static void on_assign(kpb_bridge_t *b,
             /* No row: Kafka's committed offset, then auto.offset.reset. */
             tp->offset = next >= 0 ? next : RD_KAFKA_OFFSET_INVALID;
             kpb_offsets_assign(&b->offsets, t->name, tp->partition, next);
-            kpb_info("assigned %s [%d] from %s %lld", t->name,
-                     (int)tp->partition,
-                     next >= 0 ? "stored offset" : "kafka position",
-                     (long long)next);
+            kpb_info("assigned, starting at the %s topic=%s partition=%d "
+                     "offset=%lld",
+                     next >= 0 ? "stored offset" : "Kafka position",
+                     t->name, (int)tp->partition, (long long)next);
         }
         if (ok)
             break;
@@ -386,7 +428,7 @@ static void on_revoke(kpb_bridge_t *b,
                  "owner reads them again");
     }
     for (int i = 0; i < parts->cnt; i++) {
-        kpb_info("revoked %s [%d]", parts->elems[i].topic,
+        kpb_info("revoked topic=%s partition=%d", parts->elems[i].topic,
                  (int)parts->elems[i].partition);
         kpb_metrics_lag_remove(parts->elems[i].topic,
                                parts->elems[i].partition);
@@ -563,9 +605,10 @@ static void handle_message(kpb_bridge_t *b, rd_kafka_message_t *rkm) {
     if (item.reason != KPB_REASON_NONE) {
         item.detail = kpb_arena_strndup(kpb_batcher_arena(b->batcher),
                                         detail, strlen(detail));
-        kpb_warn("dead letter: %s partition %d offset %lld: %s: %s", t->name,
-                 (int)rkm->partition, (long long)rkm->offset,
-                 kpb_reason_name(item.reason), detail);
+        kpb_warn("dead letter: %s topic=%s partition=%d offset=%lld "
+                 "reason=%s",
+                 detail, t->name, (int)rkm->partition,
+                 (long long)rkm->offset, kpb_reason_name(item.reason));
     }
     kpb_offsets_read(&b->offsets, t->name, rkm->partition, rkm->offset);
     b->consumed++;
@@ -655,6 +698,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     kpb_info("kpbridge %s consuming %zu topic(s) as group %s", KPB_VERSION,
              conf->topic_cnt, conf->group_id);
     int64_t next_lag = 0;
+    int in_place = exit_at_end && isatty(STDERR_FILENO);
 
     while (!*stop && !b.failed) {
         int64_t now = kpb_now_ms();
@@ -676,7 +720,9 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         if (kpb_batcher_due(b.batcher, kpb_now_ms()) && flush(&b, FLUSH_RUN))
             break;
         if (kpb_now_ms() >= next_lag) {
-            update_lag(&b);
+            int64_t lag = update_lag(&b);
+            if (b.offsets.cnt)
+                report_progress(&b, lag, in_place);
             /* Idle, nothing else would notice the database going away. */
             if (kpb_batcher_count(b.batcher) == 0)
                 kpb_metrics_set(KPB_METRIC_DB_CONNECTED,
@@ -699,8 +745,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     if (!b.failed && flush(&b, FLUSH_FINAL))
         b.failed = 1;
     code = b.failed ? 1 : 0;
-    kpb_info("stopping: %llu records consumed, %llu events written, %llu "
-             "dead letters, %llu flushes in %.1f s",
+    if (b.progress_drawn)
+        fputc('\n', stderr);
+    kpb_info("stopping: consumed=%llu written=%llu dead_letters=%llu "
+             "flushes=%llu seconds=%.1f",
              (unsigned long long)b.consumed, (unsigned long long)b.written,
              (unsigned long long)b.dead, (unsigned long long)b.flushes,
              (double)(kpb_now_ms() - b.started_ms) / 1000.0);

@@ -207,6 +207,13 @@ int kpb_log_enabled(kpb_log_level_t level) {
     return level <= log_level;
 }
 
+/* Says that fmt is a printf format, so clang's -Wformat-nonliteral (part of
+ * -Wformat=2; gcc does not warn for va_list functions) accepts the
+ * vsnprintf below.  Belongs in util.h; repeated here to keep -Werror
+ * builds with clang (the fuzz targets) working. */
+void kpb_vlog(kpb_log_level_t level, const char *fmt, va_list ap)
+    KPB_PRINTF(2, 0);
+
 void kpb_vlog(kpb_log_level_t level, const char *fmt, va_list ap) {
     static const char *names[] = {"error", "warn", "info", "debug"};
     if (!kpb_log_enabled(level))
@@ -224,10 +231,57 @@ void kpb_vlog(kpb_log_level_t level, const char *fmt, va_list ap) {
     kpb_buf_t line;
     kpb_buf_init(&line);
     if (log_format == KPB_LOG_JSON) {
+        /* Trailing "key=value" words of a message become JSON fields
+         * (numbers as numbers), so log shippers can index topic, partition,
+         * offset, rows, duration_ms, sqlstate without parsing text. */
+        size_t end = strlen(msg), msg_end = end;
+        kpb_buf_t fields;
+        kpb_buf_init(&fields);
+        while (msg_end > 0) {
+            size_t start = msg_end;
+            while (start > 0 && msg[start - 1] != ' ')
+                start--;
+            const char *eq = memchr(msg + start, '=', msg_end - start);
+            if (!eq || eq == msg + start)
+                break;
+            int key_ok = 1;
+            for (const char *k = msg + start; k < eq; k++)
+                key_ok &= (*k >= 'a' && *k <= 'z') || *k == '_';
+            if (!key_ok)
+                break;
+            const char *val = eq + 1;
+            size_t vlen = (size_t)(msg + msg_end - val);
+            char *num_end = NULL;
+            char tmp[64];
+            int numeric = 0;
+            int is_code = eq - (msg + start) == 8 &&
+                          !memcmp(msg + start, "sqlstate", 8);
+            if (vlen && vlen < sizeof(tmp) && !is_code) {
+                memcpy(tmp, val, vlen);
+                tmp[vlen] = '\0';
+                (void)strtod(tmp, &num_end);
+                numeric = *num_end == '\0' && (tmp[0] == '-' ||
+                                               (tmp[0] >= '0' && tmp[0] <= '9'));
+            }
+            kpb_buf_printf(&fields, ",\"%.*s\":", (int)(eq - msg - start),
+                           msg + start);
+            if (numeric) {
+                kpb_buf_append(&fields, val, vlen);
+            } else {
+                kpb_buf_putc(&fields, '"');
+                kpb_buf_json_escape(&fields, val, vlen);
+                kpb_buf_putc(&fields, '"');
+            }
+            msg_end = start ? start - 1 : 0;
+        }
         kpb_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"",
                        stamp, names[level]);
-        kpb_buf_json_escape(&line, msg, strlen(msg));
-        kpb_buf_puts(&line, "\"}\n");
+        kpb_buf_json_escape(&line, msg, msg_end);
+        kpb_buf_putc(&line, '"');
+        if (fields.len)
+            kpb_buf_append(&line, fields.data, fields.len);
+        kpb_buf_puts(&line, "}\n");
+        kpb_buf_fini(&fields);
     } else {
         kpb_buf_printf(&line, "%s %-5s %s\n", stamp, names[level], msg);
     }
@@ -268,9 +322,11 @@ static void mask_keyvalue(kpb_buf_t *b, const char *s) {
         while (conn_space(*s))
             s++;
         if (*s != '=') {
-            /* not key=value: libpq refuses it; print it as it is */
-            kpb_buf_puts(b, start);
-            return;
+            /* Not key=value: libpq refuses the string, and the bridge then
+             * prints it in "cannot connect to ...".  Print this word as it
+             * is and read on, so a password after it is still hidden. */
+            kpb_buf_append(b, start, (size_t)(s - start));
+            continue;
         }
         s++;
         while (conn_space(*s))
@@ -301,6 +357,37 @@ static void mask_keyvalue(kpb_buf_t *b, const char *s) {
     }
 }
 
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Whether the URI query key k[0..n) is "password" once libpq has decoded
+ * its %XX escapes, as it does for keys too: "?%70assword=" is a password. */
+static int uri_key_is_password(const char *k, size_t n) {
+    static const char want[] = "password";
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++, w++) {
+        char c = k[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? hex_digit(k[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(k[i + 2]) : -1;
+            if (lo < 0)
+                return 0; /* libpq refuses a bad escape */
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (w >= sizeof(want) - 1 || c != want[w])
+            return 0;
+    }
+    return w == sizeof(want) - 1;
+}
+
 void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
     kpb_buf_t b;
     kpb_buf_init(&b);
@@ -327,8 +414,9 @@ void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
             while (*s) {
                 const char *amp = strchr(s + 1, '&');
                 size_t seg = amp ? (size_t)(amp - s) : strlen(s);
-                if (!strncmp(s + 1, "password=", 9)) {
-                    kpb_buf_append(&b, s, 10);
+                const char *eq = memchr(s + 1, '=', seg ? seg - 1 : 0);
+                if (eq && uri_key_is_password(s + 1, (size_t)(eq - s - 1))) {
+                    kpb_buf_append(&b, s, (size_t)(eq - s) + 1);
                     kpb_buf_puts(&b, "****");
                 } else {
                     kpb_buf_append(&b, s, seg);

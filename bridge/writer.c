@@ -400,7 +400,7 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
                  w->lengths, w->formats, PGRES_COMMAND_OK);
     }
     if (rc == -1)
-        kpb_debug("insert table=%s rows=%u in %lld ms", qt->quoted, n,
+        kpb_debug("insert table=%s rows=%u duration_ms=%lld", qt->name, n,
                   (long long)(kpb_now_ms() - t0));
     return rc;
 }
@@ -438,9 +438,10 @@ static int isolate(kpb_writer_t *w, kpb_flush_t *f, qname_t *qtable,
                          : KPB_REASON_REJECTED;
         it->sqlstate = kpb_arena_strndup(&f->arena, state, strlen(state));
         it->detail = kpb_arena_strndup(&f->arena, msg, strlen(msg));
-        kpb_warn("dead letter: %s partition %d offset %lld: %s (%s)",
-                 it->topic, (int)it->partition, (long long)it->offset, msg,
-                 state);
+        kpb_warn("dead letter: %s topic=%s partition=%d offset=%lld "
+                 "reason=%s sqlstate=%s",
+                 msg, it->topic, (int)it->partition, (long long)it->offset,
+                 kpb_reason_name(it->reason), state);
         return -1;
     }
     uint32_t mid = lo + (hi - lo) / 2;
