@@ -34,6 +34,8 @@ typedef struct kpb_bridge_s {
     int64_t progress_at;       /* when progress was last reported */
     uint64_t progress_written; /* written + dead at that time */
     int progress_drawn;        /* a progress line is on the terminal */
+    int assigned_once;  /* the group gave this member an assignment */
+    int rebalancing;    /* between an eager revoke and the next assign */
     int64_t started_ms;
 } kpb_bridge_t;
 
@@ -365,6 +367,8 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
 
 static void on_assign(kpb_bridge_t *b,
                       rd_kafka_topic_partition_list_t *parts) {
+    b->assigned_once = 1;
+    b->rebalancing = 0;
     char err[512];
     int attempt = 0;
     /* Positions come from the database: block until it answers, since
@@ -445,7 +449,17 @@ static void on_revoke(kpb_bridge_t *b,
         }
     } else {
         rd_kafka_assign(b->rk, NULL);
+        b->rebalancing = 1; /* an eager assign follows */
     }
+}
+
+/* --exit-at-end: every assigned partition is at its end.  A member left
+ * with no partition (more members than partitions, or its partitions moved
+ * to others) has nothing to read either, once no rebalance is under way. */
+static int caught_up(const kpb_bridge_t *b) {
+    if (!b->assigned_once || b->rebalancing)
+        return 0;
+    return b->offsets.cnt == 0 || kpb_offsets_all_at_end(&b->offsets);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -729,11 +743,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
                                 kpb_writer_ping(b.writer));
             next_lag = kpb_now_ms() + 1000;
         }
-        if (exit_at_end && kpb_offsets_all_at_end(&b.offsets)) {
+        if (exit_at_end && caught_up(&b)) {
             if (flush(&b, FLUSH_FINAL))
                 break;
-            if (kpb_batcher_count(b.batcher) == 0 &&
-                kpb_offsets_all_at_end(&b.offsets)) {
+            if (kpb_batcher_count(b.batcher) == 0 && caught_up(&b)) {
                 kpb_info("every assigned partition is at its end");
                 break;
             }

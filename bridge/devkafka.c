@@ -797,7 +797,9 @@ static int dk_load(int argc, char **argv) {
         dk_conf_set(conf, "queue.buffering.max.messages", "2000000") ||
         dk_conf_set(conf, "queue.buffering.max.kbytes", "2097151") ||
         dk_conf_set(conf, "enable.idempotence", "false") ||
-        dk_conf_set(conf, "acks", "all")) {
+        dk_conf_set(conf, "acks", "all") ||
+        /* fixtures hold records over 1 MiB on purpose (too_large) */
+        dk_conf_set(conf, "message.max.bytes", "16777216")) {
         rd_kafka_conf_destroy(conf);
         goto out;
     }

@@ -343,6 +343,9 @@ static void mask_keyvalue(kpb_buf_t *b, const char *s) {
             }
             if (*s)
                 s++;
+            else
+                secret = 1; /* unterminated: libpq refuses the string, and
+                               the rest may well hold a password */
         } else {
             while (*s && !conn_space(*s)) {
                 if (*s == '\\' && s[1])
@@ -404,6 +407,10 @@ void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
         if (colon) {
             kpb_buf_append(&b, s, (size_t)(colon - s) + 1);
             kpb_buf_puts(&b, "****");
+            s = at;
+        } else if (at && *at == '@') {
+            /* A user name may hold a '?' too: the query starts after it. */
+            kpb_buf_append(&b, s, (size_t)(at - s));
             s = at;
         }
         /* A password can also hide in the query string. */

@@ -25,7 +25,7 @@ KPB_PACKAGES=(
     librdkafka-dev libpq-dev libyaml-dev libcriterion-dev libjansson-dev
     libmicrohttpd-dev uuid-dev
     postgresql postgresql-client
-    util-linux procps
+    util-linux procps python3
 )
 
 kpb_log() {

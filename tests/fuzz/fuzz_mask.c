@@ -10,9 +10,10 @@
  *
  * libpq refuses the input (say "host=db junk password=x"): the bridge then
  * prints the masked text in "cannot connect to ...", so it must still hide
- * what follows `password =`.  Checked for runs of 4+ letters and digits after
- * it that occur only once in the input (a run found elsewhere, say as the
- * user name, may well be printed).
+ * what follows a `password =` that starts a key.  Checked for runs of 4+
+ * letters and digits after it that occur only once in the input (a run found
+ * elsewhere, say as the user name, may well be printed), and only before any
+ * quote or backslash, where it is plain which words are keys.
  *
  * Short output buffers are tried too: the result must be cut, never overrun.
  */
@@ -60,18 +61,43 @@ static size_t fm_count(const char *hay, const char *needle, size_t n) {
 
 /* The refused-input check: see the comment at the top. */
 static void fm_check_refused(const char *in, const char *out) {
+    int uri = strncmp(in, "postgresql://", 13) == 0 ||
+              strncmp(in, "postgres://", 11) == 0;
+    /* libpq's query starts at the first '?' after any user@ */
+    const char *auth = uri ? strstr(in, "://") + 3 : in;
+    const char *at = strpbrk(auth, "@/");
+    const char *query = strchr(at && *at == '@' ? at : auth, '?');
+
     for (const char *p = strstr(in, "password"); p;
          p = strstr(p + 1, "password")) {
         const char *v = p + 8;
         char run[64];
         size_t n = 0;
 
-        while (fm_space(*v))
-            v++;
+        /* A key of its own: "xpassword" is another (unknown) key, and
+         * in a URI only the first '?' and a '&' after it start a key,
+         * elsewhere only spaces. */
+        if (uri ? !(p - 1 == query || (query && p > query && p[-1] == '&'))
+                : p > in && !fm_space(p[-1]))
+            continue;
+        /* Past a quote or backslash, where a word ends is libpq's call:
+         * leave those to the valid-conninfo check. */
+        if (strcspn(in, "'\\") < (size_t)(p - in))
+            continue;
+        /* "dbname= password=x" is dbname's value to libpq, not a key. */
+        {
+            const char *q = p;
+            while (q > in && fm_space(q[-1]))
+                q--;
+            if (q > in && q < p && q[-1] == '=')
+                continue;
+        }
+        while (!uri && fm_space(*v))
+            v++; /* "password = x" in key=value form; not in a URI */
         if (*v != '=')
             continue;
         v++;
-        while (fm_space(*v))
+        while (!uri && fm_space(*v))
             v++;
         if (*v == '\'')
             v++;
