@@ -38,10 +38,19 @@ struct kpb_writer_s {
     uint32_t expect_gen;
     kpb_writer_hook_t *hook;
     void *hook_opaque;
+    /* pipeline mode: statements are sent, their results read at the end */
+    int pipelined;
+    struct sent_s {
+        int kind;     /* SENT_OTHER, SENT_OFFSETS, SENT_INSERT */
+        uint32_t arg; /* partition index, or rows */
+    } *sent, tag;
+    size_t sent_cnt, sent_cap;
     char errmsg[1024];
     const char *errstate;
     char errstate_buf[6];
 };
+
+enum { SENT_OTHER = 0, SENT_OFFSETS, SENT_INSERT };
 
 kpb_sql_class_t kpb_sqlstate_class(const char *s) {
     if (!s || !*s)
@@ -114,6 +123,7 @@ void kpb_writer_destroy(kpb_writer_t *w) {
     free(w->rows);
     free(w->row_streams);
     free(w->stamp);
+    free(w->sent);
     free(w);
 }
 
@@ -144,6 +154,13 @@ static void trim_nl(char *s) {
         s[--n] = '\0';
 }
 
+/* Server notices (e.g. a ROLLBACK after the server already ended a failed
+ * pipeline's transaction) are not worth a line on stderr. */
+static void on_notice(void *arg, const char *message) {
+    (void)arg;
+    kpb_debug("postgres: %s", message);
+}
+
 int kpb_writer_connect(kpb_writer_t *w, char *errstr, size_t errstr_size) {
     if (kpb_writer_connected(w))
         return 0;
@@ -160,6 +177,7 @@ int kpb_writer_connect(kpb_writer_t *w, char *errstr, size_t errstr_size) {
         w->conn = NULL;
         return -1;
     }
+    PQsetNoticeProcessor(w->conn, on_notice, NULL);
     /* Names from the configuration are identifiers, quoted by libpq. */
     w->tables = kpb_xcalloc(w->conf->topic_cnt, sizeof(*w->tables));
     for (size_t i = 0; i < w->conf->topic_cnt; i++) {
@@ -222,9 +240,33 @@ static int check(kpb_writer_t *w, PGresult *res, ExecStatusType want) {
     return check_res(w, res, want, NULL);
 }
 
+/* In pipeline mode a statement is only sent; its result is judged later
+ * by pipeline_collect(), which needs to know what each one was. */
+static int sent(kpb_writer_t *w, int ok) {
+    struct sent_s tag = w->tag;
+    w->tag.kind = SENT_OTHER;
+    w->tag.arg = 0;
+    if (!ok) {
+        snprintf(w->errmsg, sizeof(w->errmsg), "%s",
+                 PQerrorMessage(w->conn));
+        trim_nl(w->errmsg);
+        w->errstate = NULL;
+        return KPB_SQL_TRANSIENT;
+    }
+    if (w->sent_cnt == w->sent_cap) {
+        w->sent_cap = w->sent_cap ? w->sent_cap * 2 : 64;
+        w->sent = kpb_xrealloc(w->sent, w->sent_cap * sizeof(*w->sent));
+    }
+    w->sent[w->sent_cnt++] = tag;
+    return -1;
+}
+
 static int run_res(kpb_writer_t *w, const char *sql, int nparams,
                    const char *const *values, const int *lengths,
                    const int *formats, ExecStatusType want, PGresult **out) {
+    if (w->pipelined)
+        return sent(w, PQsendQueryParams(w->conn, sql, nparams, NULL, values,
+                                         lengths, formats, 0));
     PGresult *res =
         nparams ? PQexecParams(w->conn, sql, nparams, NULL, values, lengths,
                                formats, 0)
@@ -296,6 +338,8 @@ static int write_offsets(kpb_writer_t *w, const kpb_flush_t *f,
                  (long long)f->parts[i].next_offset);
         const char *params[5] = {w->conf->group_id, f->parts[i].topic, part,
                                  prev, next};
+        w->tag.kind = SENT_OFFSETS;
+        w->tag.arg = i;
         int rc = run(w, sql, 5, params, NULL, NULL, PGRES_TUPLES_OK);
         if (rc == -1)
             continue;
@@ -390,14 +434,29 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
                 return rc;
             qt->prepared = 1;
         }
+        if (w->pipelined) {
+            w->tag.kind = SENT_INSERT;
+            w->tag.arg = n;
+            kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
+            return sent(w, PQsendQueryPrepared(w->conn, name,
+                                               (int)(n * KPB_INSERT_PARAMS),
+                                               w->values, w->lengths,
+                                               w->formats, 0));
+        }
         PGresult *res = PQexecPrepared(w->conn, name,
                                        (int)(n * KPB_INSERT_PARAMS), w->values,
                                        w->lengths, w->formats, 0);
         rc = check(w, res, PGRES_COMMAND_OK);
     } else {
         kpb_insert_sql(&w->sql, qt->quoted, n);
+        w->tag.kind = SENT_INSERT;
+        w->tag.arg = n;
+        if (w->pipelined)
+            kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
         rc = run(w, w->sql.data, (int)(n * KPB_INSERT_PARAMS), w->values,
                  w->lengths, w->formats, PGRES_COMMAND_OK);
+        if (w->pipelined)
+            return rc;
     }
     if (rc == -1)
         kpb_debug("insert table=%s rows=%u duration_ms=%lld", qt->name, n,
@@ -464,6 +523,21 @@ static void need_rows(kpb_writer_t *w, const kpb_flush_t *f) {
     }
 }
 
+/* Lays a statement's batches out as rows, stream by stream, in w->rows. */
+static uint32_t flatten(kpb_writer_t *w, const kpb_flush_t *f,
+                        const kpb_stmt_t *stmt) {
+    uint32_t n = 0;
+    const kpb_sbatch_t *sb0 = &f->batches[stmt->first];
+    for (uint32_t b = 0; b < stmt->count; b++) {
+        const kpb_sbatch_t *sb = &sb0[b];
+        for (uint32_t k = sb->first; k != KPB_NONE; k = f->items[k].next) {
+            w->rows[n] = k;
+            w->row_streams[n++] = sb->stream;
+        }
+    }
+    return n;
+}
+
 static int write_dead(kpb_writer_t *w, kpb_flush_t *f, kpb_write_stats_t *st) {
     /* Dead letters of the flush: decode failures, then database refusals,
      * both already marked on their items. */
@@ -524,6 +598,122 @@ static kpb_write_rc_t fail(kpb_writer_t *w, int cls, const char *what,
     return cls == KPB_SQL_TRANSIENT ? KPB_WRITE_TRANSIENT : KPB_WRITE_FATAL;
 }
 
+/* Reads the results of everything sent in pipeline mode, in order.
+ * Returns -1 when all succeeded, -2 when an offsets row was fenced (with
+ * *fenced set), else the class of the first failure. */
+static int pipeline_collect(kpb_writer_t *w, uint32_t *fenced,
+                            kpb_write_stats_t *st) {
+    int cls = -1;
+    for (size_t i = 0; i < w->sent_cnt; i++) {
+        PGresult *res = PQgetResult(w->conn);
+        if (!res) {
+            snprintf(w->errmsg, sizeof(w->errmsg), "%s",
+                     PQerrorMessage(w->conn));
+            trim_nl(w->errmsg);
+            w->errstate = NULL;
+            return KPB_SQL_TRANSIENT;
+        }
+        ExecStatusType status = PQresultStatus(res);
+        if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+            if (w->sent[i].kind == SENT_INSERT) {
+                st->events += w->sent[i].arg;
+                st->statements++;
+            }
+            PQclear(res);
+        } else if (status == PGRES_PIPELINE_ABORTED || cls != -1) {
+            PQclear(res);
+        } else {
+            cls = check_res(w, res, PGRES_COMMAND_OK, NULL);
+            if (w->sent[i].kind == SENT_OFFSETS && w->errstate &&
+                !strcmp(w->errstate, "KB001")) {
+                *fenced = w->sent[i].arg;
+                cls = -2;
+            }
+        }
+        /* each statement's results end with a NULL */
+        while ((res = PQgetResult(w->conn)))
+            PQclear(res);
+    }
+    PGresult *res = PQgetResult(w->conn);
+    int synced = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+    PQclear(res);
+    if (!synced && cls == -1) {
+        snprintf(w->errmsg, sizeof(w->errmsg), "pipeline out of step: %s",
+                 PQerrorMessage(w->conn));
+        trim_nl(w->errmsg);
+        w->errstate = NULL;
+        cls = KPB_SQL_TRANSIENT;
+    }
+    return cls;
+}
+
+/* The common case in one round trip: BEGIN, the offsets, every statement,
+ * the dead letters and COMMIT are sent as one pipeline, and the results are
+ * read at the end.  Any failure aborts the rest of the pipeline, so nothing
+ * commits; the caller then rolls back and takes the careful path.
+ * Returns as pipeline_collect(). */
+static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
+                           const int64_t *from, const kpb_stmt_t *stmts,
+                           uint32_t nstmt, uint32_t *fenced,
+                           kpb_write_stats_t *st) {
+    int rc;
+    /* Statements are prepared outside the pipeline, once per connection. */
+    for (size_t t = 0; t < w->table_cnt; t++) {
+        if (w->tables[t].prepared)
+            continue;
+        char name[32];
+        snprintf(name, sizeof(name), "kpb_insert_%zu", t);
+        kpb_insert_sql(&w->sql, w->tables[t].quoted,
+                       (uint32_t)w->conf->max_events);
+        rc = check(w,
+                   PQprepare(w->conn, name, w->sql.data,
+                             w->conf->max_events * KPB_INSERT_PARAMS, NULL),
+                   PGRES_COMMAND_OK);
+        if (rc != -1)
+            return rc;
+        w->tables[t].prepared = 1;
+    }
+    if (!PQenterPipelineMode(w->conn)) {
+        snprintf(w->errmsg, sizeof(w->errmsg), "%s", PQerrorMessage(w->conn));
+        trim_nl(w->errmsg);
+        w->errstate = NULL;
+        return KPB_SQL_TRANSIENT;
+    }
+    w->pipelined = 1;
+    w->sent_cnt = 0;
+    rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
+    if (rc == -1)
+        rc = write_offsets(w, f, from, fenced);
+    for (uint32_t s = 0; s < nstmt && rc == -1; s++) {
+        uint32_t n = flatten(w, f, &stmts[s]);
+        rc = insert_rows(w, f, table_of(w, f->batches[stmts[s].first].table),
+                         0, n);
+    }
+    kpb_write_stats_t dead_st = {0};
+    if (rc == -1)
+        rc = write_dead(w, f, &dead_st);
+    if (rc == -1)
+        rc = run(w, "COMMIT", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
+    w->pipelined = 0;
+    if (rc != -1 || !PQpipelineSync(w->conn)) {
+        /* A send failed: the connection is unusable mid-pipeline. */
+        PQfinish(w->conn);
+        w->conn = NULL;
+        drop_names(w);
+        return KPB_SQL_TRANSIENT;
+    }
+    rc = pipeline_collect(w, fenced, st);
+    if (rc == -1)
+        st->dead = dead_st.dead;
+    if (!PQexitPipelineMode(w->conn)) {
+        PQfinish(w->conn);
+        w->conn = NULL;
+        drop_names(w);
+        return rc == -1 ? KPB_SQL_TRANSIENT : rc;
+    }
+    return rc;
+}
+
 kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
                                 const int64_t *from, uint32_t *fenced,
                                 kpb_write_stats_t *stats, char *errstr,
@@ -556,6 +746,34 @@ again:
             f->items[i].detail = NULL;
         }
     }
+    /* The dead-letter topic must be confirmed before COMMIT, which a
+     * pipeline sends up front: flushes with dead letters and that hook take
+     * the statement-by-statement path. */
+    if (!w->careful && !(w->hook && f->dead_cnt)) {
+        rc = write_pipelined(w, f, from, stmts, nstmt, fenced, stats);
+        if (rc == -1)
+            goto out;
+        if (rc == -2) {
+            snprintf(errstr, errstr_size,
+                     "%s partition %d: stored offset is no longer %lld "
+                     "(another instance owns it now)",
+                     f->parts[*fenced].topic,
+                     (int)f->parts[*fenced].partition,
+                     (long long)from[*fenced]);
+            rollback(w);
+            ret = KPB_WRITE_FENCED;
+            goto out;
+        }
+        if (rc != KPB_SQL_DATA) {
+            ret = fail(w, rc, "writing the flush", errstr, errstr_size);
+            goto out;
+        }
+        kpb_info("flush refused (%s: %s); isolating the rows at fault",
+                 w->errstate_buf, w->errmsg);
+        rollback(w);
+        w->careful = 1;
+        memset(stats, 0, sizeof(*stats));
+    }
     if ((rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {
         ret = fail(w, rc, "BEGIN", errstr, errstr_size);
         goto out;
@@ -579,16 +797,8 @@ again:
     }
 
     for (uint32_t s = 0; s < nstmt; s++) {
-        /* Flatten the statement's batches into rows, stream by stream. */
-        uint32_t n = 0;
+        uint32_t n = flatten(w, f, &stmts[s]);
         const kpb_sbatch_t *sb0 = &f->batches[stmts[s].first];
-        for (uint32_t b = 0; b < stmts[s].count; b++) {
-            const kpb_sbatch_t *sb = &sb0[b];
-            for (uint32_t k = sb->first; k != KPB_NONE; k = f->items[k].next) {
-                w->rows[n] = k;
-                w->row_streams[n++] = sb->stream;
-            }
-        }
         qname_t *qtable = table_of(w, sb0->table);
         if (!w->careful) {
             rc = insert_rows(w, f, qtable, 0, n);
