@@ -16,23 +16,6 @@
     "    event_id: header:event-id\n"                                          \
     "    expected_version: header:expected-version\n"
 
-static char *log_path(const char *tag) {
-    char *p = malloc(256);
-    snprintf(p, 256, "/tmp/kpbt_%s_%d.log", tag, (int)getpid());
-    unlink(p);
-    return p;
-}
-
-static void show_log(const char *path) {
-    char *text = kpbt_read_file(path, NULL);
-    if (text) {
-        size_t n = strlen(text);
-        fprintf(stderr, "---- %s (tail) ----\n%s\n", path,
-                n > 4000 ? text + n - 4000 : text);
-        free(text);
-    }
-}
-
 /* Every stream has versions 1..n, and version order is Kafka offset order
  * (streams are keyed, so one stream lives in one partition). */
 static void expect_streams_in_order(PGconn *conn) {
@@ -77,12 +60,12 @@ Test(pipeline, writes_100000_events_over_1000_streams_exactly_once,
     free(seq);
 
     char *conf = kpbt_config("e2e", k->bootstrap, ci, TOPICS_EVENTS, NULL);
-    char *log = log_path("e2e");
+    char *log = kpbt_log_path("e2e");
     double t0 = kpbt_now();
     int rc = kpbt_run_to_end(conf, log, 500);
     double secs = kpbt_now() - t0;
     if (rc)
-        show_log(log);
+        kpbt_show_log(log);
     cr_assert_eq(rc, 0, "kpbridge exited %d", rc);
     fprintf(stderr,
             "pipeline: %d events over %d streams and %d partitions in %.2f s "
@@ -156,10 +139,10 @@ Test(pipeline, writes_one_stream_of_2500_in_statements_of_1000_1000_500,
     char *conf = kpbt_config("split", k->bootstrap, ci, TOPICS_EVENTS,
                              "log:\n  level: debug\n"
                              "batch:\n  linger_ms: 60000\n");
-    char *log = log_path("split");
+    char *log = kpbt_log_path("split");
     int rc = kpbt_run_to_end(conf, log, 200);
     if (rc)
-        show_log(log);
+        kpbt_show_log(log);
     cr_assert_eq(rc, 0);
 
     int sizes[16];
@@ -220,10 +203,10 @@ Test(pipeline, accepts_a_matching_expected_version_and_isolates_a_conflict,
     }
     kpbt_flush(k);
     char *conf = kpbt_config("expect", k->bootstrap, ci, TOPICS_EVENTS, NULL);
-    char *log = log_path("expect");
+    char *log = kpbt_log_path("expect");
     int rc = kpbt_run_to_end(conf, log, 200);
     if (rc)
-        show_log(log);
+        kpbt_show_log(log);
     cr_assert_eq(rc, 0);
 
     PGconn *conn = kpbt_pg(ci);
