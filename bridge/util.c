@@ -353,9 +353,13 @@ static void mask_keyvalue(kpb_buf_t *b, const char *s) {
                 s++;
             }
         }
-        if (secret)
+        if (secret) {
             kpb_buf_puts(b, "****");
-        else
+            /* libpq needs no space after a closing quote ("password='x'host=
+             * db"), but the mask is unquoted: keep the next key apart. */
+            if (*s && !conn_space(*s))
+                kpb_buf_putc(b, ' ');
+        } else
             kpb_buf_append(b, val, (size_t)(s - val));
     }
 }

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "decode.h"
 #include "harness.h"
+#include "util.h"
 
 #define LLVMFuzzerInitialize kpbt_fuzz_config_init
 #define LLVMFuzzerTestOneInput kpbt_fuzz_config_one
@@ -28,6 +29,10 @@
 
 #define LLVMFuzzerTestOneInput kpbt_fuzz_decode_one
 #include "fuzz/fuzz_decode.c"
+#undef LLVMFuzzerTestOneInput
+
+#define LLVMFuzzerTestOneInput kpbt_fuzz_mask_one
+#include "fuzz/fuzz_mask.c"
 #undef LLVMFuzzerTestOneInput
 
 #define FUZZ_DIR KPB_SOURCE_DIR "/tests/fuzz/"
@@ -87,4 +92,56 @@ Test(fuzz_regressions, config_seed_corpus_holds_the_fuzzer_invariants) {
 
 Test(fuzz_regressions, decode_seed_corpus_holds_the_fuzzer_invariants) {
     cr_assert_gt(run_dir("corpus/fuzz_decode", kpbt_fuzz_decode_one), 0);
+}
+
+Test(fuzz_regressions, mask_inputs_that_crashed_the_fuzzer_are_safe) {
+    cr_log_info("%zu inputs",
+                run_dir("regressions/fuzz_mask", kpbt_fuzz_mask_one));
+}
+
+Test(fuzz_regressions, mask_seed_corpus_holds_the_fuzzer_invariants) {
+    cr_assert_gt(run_dir("corpus/fuzz_mask", kpbt_fuzz_mask_one), 0);
+}
+
+/* ---- the bugs fuzz_mask found in kpb_mask_conninfo, stated plainly ------ */
+
+static const char *masked(const char *conninfo) {
+    static char out[256];
+    kpb_mask_conninfo(conninfo, out, sizeof(out));
+    return out;
+}
+
+/* libpq refuses the string, so the bridge prints it in "cannot connect to";
+ * the mask used to print everything after the bad word as it was. */
+Test(fuzz_regressions, mask_hides_a_password_after_a_word_without_equals) {
+    cr_assert_str_eq(masked("host=db junk password=s3cret"),
+                     "host=db junk password=****");
+}
+
+/* libpq decodes %XX in URI query keys as well as in values. */
+Test(fuzz_regressions, mask_hides_a_uri_password_key_with_percent_escapes) {
+    cr_assert_str_eq(masked("postgresql://db/events?%70assword=s3cret"),
+                     "postgresql://db/events?%70assword=****");
+    cr_assert_str_eq(masked("postgresql://db/e?sslmode=require&pass%77ord=x"),
+                     "postgresql://db/e?sslmode=require&pass%77ord=****");
+}
+
+/* A quote left open swallows the rest of the string, password included. */
+Test(fuzz_regressions, mask_hides_the_rest_of_an_unterminated_quoted_value) {
+    cr_assert_str_eq(masked("host='db password=s3cret"), "host=****");
+}
+
+/* libpq's user info runs to the '@' met before any '/', '?' or not: the
+ * query (and its password) starts after it. */
+Test(fuzz_regressions,
+     mask_finds_the_uri_query_after_a_user_with_a_question_mark) {
+    cr_assert_str_eq(masked("postgresql://us?er@db/events?password=s3cret"),
+                     "postgresql://us?er@db/events?password=****");
+}
+
+/* libpq reads "password='x'host=db" as two keys; an unquoted "****" must not
+ * swallow the second. */
+Test(fuzz_regressions, mask_keeps_the_key_after_a_quoted_password_apart) {
+    cr_assert_str_eq(masked("password='s3cret'host=db"),
+                     "password=**** host=db");
 }

@@ -38,8 +38,14 @@ extern char **environ;
 
 /* Kept so that sanitizer reports stay symbolized and options still apply. */
 static const char *const fc_keep_env[] = {
-    "PATH", "TMPDIR", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
-    "ASAN_SYMBOLIZER_PATH", "LLVM_SYMBOLIZER_PATH", "LLVM_PROFILE_FILE",
+    "PATH",
+    "TMPDIR",
+    "ASAN_OPTIONS",
+    "UBSAN_OPTIONS",
+    "LSAN_OPTIONS",
+    "ASAN_SYMBOLIZER_PATH",
+    "LLVM_SYMBOLIZER_PATH",
+    "LLVM_PROFILE_FILE",
     NULL,
 };
 

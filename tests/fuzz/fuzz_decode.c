@@ -8,7 +8,7 @@
  *            (bits 4-5) sources, header count 0..3 (bits 6-7)
  *   byte 2   flags: max_record_bytes (bits 0-1), null key (2), null value
  *            (3), null first header value (4), small detail buffer (5),
- *            no timestamp (6)
+ *            no timestamp (6), header 1 value repeated past 64 KiB (7)
  *   rest     parts separated by 0xFF (never a byte of UTF-8):
  *            key, value, header 1 name, header 1 value, header 2 name,
  *            header 2 value, header 3 name, header 3 value, JSON pointer
@@ -45,6 +45,8 @@
 
 #define FD_PARTS 9
 #define FD_SEP 0xFF
+/* Bigger than the arena's block (KPB_ARENA_BLOCK in util.c, 64 KiB). */
+#define FD_BIG (70 * 1024)
 /* kpb_decode refuses JSON nested deeper than this; see decode.c. */
 #define FD_JSON_MAX_DEPTH 2048
 
@@ -497,11 +499,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < hcnt; i++) {
         const uint8_t *n = part[2 + 2 * i], *v = part[3 + 2 * i];
         hname[i] = fd_cstr(n ? n : (const uint8_t *)"", part_len[2 + 2 * i]);
-        if (!(i == 0 && (fl & 0x10)))
-            hvalue[i] = fd_dup(v ? v : data, v ? part_len[3 + 2 * i] : 0);
+        size_t vlen = v ? part_len[3 + 2 * i] : 0;
+        if (i == 0 && (fl & 0x80) && vlen) {
+            /* Past the arena's 64 KiB block: metadata then takes an
+             * oversized block, the path short inputs never reach. */
+            size_t reps = FD_BIG / vlen + 1;
+            uint8_t *big = malloc(reps * vlen);
+            if (!big)
+                abort();
+            for (size_t r = 0; r < reps; r++)
+                memcpy(big + r * vlen, v, vlen);
+            hvalue[i] = big;
+            vlen *= reps;
+        } else if (!(i == 0 && (fl & 0x10))) {
+            hvalue[i] = fd_dup(v ? v : data, vlen);
+        }
         headers[i].name = hname[i];
         headers[i].value = hvalue[i];
-        headers[i].len = hvalue[i] ? part_len[3 + 2 * i] : 0;
+        headers[i].len = hvalue[i] ? vlen : 0;
     }
 
     memset(&rec, 0, sizeof(rec));
@@ -518,8 +533,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     kpb_arena_init(&arena);
     memset(detail, 'X', sizeof(detail));
-    why = kpb_decode(&topic, &rec, max_bytes, &arena, &ev, detail,
-                     detail_size);
+    why = kpb_decode(&topic, &rec, max_bytes, &arena, &ev, detail, detail_size);
 
     if (!memchr(detail, '\0', detail_size))
         fd_die("detail is not NUL-terminated in its buffer", NULL);
@@ -541,8 +555,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!ev.stream_id || ev.stream_id_len < 1 ||
             ev.stream_id_len > KPB_STREAM_ID_MAX ||
             !fd_utf8((const unsigned char *)ev.stream_id, ev.stream_id_len))
-            fd_die("stream_id is not 1..255 bytes of UTF-8 without NUL",
-                   NULL);
+            fd_die("stream_id is not 1..255 bytes of UTF-8 without NUL", NULL);
         for (size_t i = 0; i < ev.stream_id_len; i++) {
             char c = ev.stream_id[i];
             if (c == '*' || c == '?' || c == '[' || c == ']')
