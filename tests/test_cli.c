@@ -1,5 +1,8 @@
 /* The command line of DESIGN §2, through the real binary. */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +142,58 @@ Test(cli, check_passes_when_kafka_and_postgres_are_reachable,
     cr_assert(out);
     cr_expect(strstr(out, "kafka: topic t: 2 partition(s)"), "%s", out);
     cr_expect(strstr(out, "check: ok"), "%s", out);
+    free(out);
+    kpbt_kafka_destroy(k);
+    unlink(conf);
+    free(conf);
+    free(log);
+    free(ci);
+}
+
+Test(cli, never_prints_a_sasl_password_and_warns_about_a_readable_secret,
+     .timeout = 120) {
+    char *ci = kpbt_db_new("cli_secret", 1);
+    kpbt_kafka_t *k = kpbt_kafka_new(1);
+    kpbt_topic(k, "t", 1);
+    char *conf = tmp_path("secret", "yaml");
+    FILE *f = fopen(conf, "w");
+    fprintf(f,
+            "kafka:\n  brokers: \"%s\"\n  properties:\n"
+            "    security.protocol: SASL_PLAINTEXT\n"
+            "    sasl.mechanisms: PLAIN\n"
+            "    sasl.username: bridge\n"
+            "    sasl.password: hunter2sasl\n"
+            "    socket.connection.setup.timeout.ms: \"2000\"\n"
+            "postgres:\n  conninfo: \"%s password=hunter2pg\"\n"
+            "http:\n  listen: \"\"\n"
+            "log:\n  level: debug\n"
+            "topics:\n  - name: t\n    event_type: const:T\n",
+            k->bootstrap, ci);
+    fclose(f);
+    chmod(conf, 0644);
+    char *log = tmp_path("secret", "log");
+    /* check, then a few seconds of run against a broker that does not
+     * speak SASL: plenty of errors, none of them may quote a secret */
+    int rc = run_cli(log, "check", "-c", conf);
+    cr_expect_neq(rc, 2, "the configuration itself is valid");
+    const char *args[] = {"run", "-c", conf, NULL};
+    pid_t pid = kpbt_spawn(log, args);
+    nanosleep(&(struct timespec){4, 0}, NULL);
+    kill(pid, SIGTERM);
+    kpbt_wait(pid, 60);
+    char *out = kpbt_read_file(log, NULL);
+    cr_assert(out);
+    cr_expect_null(strstr(out, "hunter2sasl"), "SASL password printed");
+    cr_expect_null(strstr(out, "hunter2pg"), "PostgreSQL password printed");
+    cr_expect(strstr(out, "holds a secret and is readable by others"), "%s",
+              out);
+    free(out);
+    /* not readable by others: no warning */
+    chmod(conf, 0600);
+    unlink(log);
+    run_cli(log, "check", "-c", conf);
+    out = kpbt_read_file(log, NULL);
+    cr_expect_null(strstr(out, "readable by others"));
     free(out);
     kpbt_kafka_destroy(k);
     unlink(conf);

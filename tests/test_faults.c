@@ -322,3 +322,34 @@ Test(faults, exits_1_on_a_fatal_consumer_error_and_resumes_exactly,
     run_to_end(&fx, spawn_run(fx.conf, fx.log, 1));
     finish(&fx);
 }
+
+Test(faults, gives_up_after_the_configured_time_without_committing,
+     .timeout = 300) {
+    fixture_t fx;
+    setup(&fx, "f_giveup", 4, 30000, NULL);
+    /* rewrite the config with a short give-up time */
+    char *text = kpbt_read_file(fx.conf, NULL);
+    char *at = strstr(text, "  conninfo:");
+    cr_assert(at);
+    FILE *f = fopen(fx.conf, "w");
+    fwrite(text, 1, (size_t)(at - text), f);
+    fputs("  give_up_after_s: 4\n", f);
+    fputs(at, f);
+    fclose(f);
+    free(text);
+    pid_t pid = spawn_run(fx.conf, fx.log, 1);
+    wait_rows(fx.ci, scaled(5000), pid, 120);
+    kpbt_pg_ctl("halt");
+    double t0 = kpbt_now();
+    int rc = kpbt_wait(pid, 120);
+    double waited = kpbt_now() - t0;
+    kpbt_pg_ctl("start");
+    cr_expect_eq(rc, 1, "giving up exits 1");
+    cr_expect(waited >= 3.5 && waited < 60, "gave up after %.1f s", waited);
+    char *log = kpbt_read_file(fx.log, NULL);
+    cr_expect(log && strstr(log, "giving up after 4 s"), "no give-up line");
+    free(log);
+    /* nothing unwritten was committed: a successor finishes exactly */
+    run_to_end(&fx, spawn_run(fx.conf, fx.log, 1));
+    finish(&fx);
+}
