@@ -847,11 +847,13 @@ static int dk_load(int argc, char **argv) {
             rd_kafka_resp_err_t err = rd_kafka_producev(
                 rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(rec->partition),
                 RD_KAFKA_V_MSGFLAGS(0),
-                RD_KAFKA_V_KEY(rec->key.null ? NULL : base + rec->key.off,
+                /* parenthesised: the macros cast their argument as is */
+                RD_KAFKA_V_KEY((rec->key.null ? NULL : base + rec->key.off),
                                rec->key.len),
-                RD_KAFKA_V_VALUE(
-                    rec->value.null ? NULL : (void *)(base + rec->value.off),
-                    rec->value.len),
+                RD_KAFKA_V_VALUE((rec->value.null
+                                      ? NULL
+                                      : (void *)(base + rec->value.off)),
+                                 rec->value.len),
                 RD_KAFKA_V_TIMESTAMP(rec->timestamp), RD_KAFKA_V_HEADERS(hdrs),
                 RD_KAFKA_V_END);
             if (!err)
