@@ -661,6 +661,9 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     b.stop = stop;
     b.started_ms = kpb_now_ms();
     b.failing_since = -1;
+    /* The backoff's jitter must differ between instances, or they retry a
+     * recovering database in lock step. */
+    srand((unsigned)getpid() ^ (unsigned)kpb_wall_ms());
     kpb_offsets_init(&b.offsets);
     b.writer = kpb_writer_new(conf);
     b.batcher = kpb_batcher_new(conf->max_events, conf->linger_ms,
