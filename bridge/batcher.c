@@ -49,21 +49,6 @@ void kpb_flush_destroy(kpb_flush_t *f) {
  * typically) must still see one stream as one, or the stream would get two
  * batch chains in one flush that the planner may put in one statement.
  */
-static uint64_t stream_hash(const char *table, const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *t = table; *t; t++) {
-        h ^= (unsigned char)*t;
-        h *= 1099511628211ULL;
-    }
-    h ^= 0xff; /* the table name ends here */
-    h *= 1099511628211ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
-}
-
 static int same_table(const char *a, const char *b) {
     return a == b || !strcmp(a, b);
 }
@@ -87,7 +72,7 @@ static void slots_grow(kpb_flush_t *f) {
         if (b == KPB_NONE)
             continue;
         const kpb_item_t *it = &f->items[f->batches[b].first];
-        uint64_t h = stream_hash(f->batches[b].table, it->ev.stream_id,
+        uint64_t h = kpb_stream_hash(f->batches[b].table, it->ev.stream_id,
                                  it->ev.stream_id_len);
         uint32_t j = (uint32_t)h & (cap - 1);
         while (slots[j] != KPB_NONE)
@@ -138,7 +123,7 @@ static void flush_add(kpb_flush_t *f, const kpb_item_t *src, int max_events) {
     /* Keep the table at most half full so probes stay short. */
     if ((f->batch_cnt + 1) * 2 > f->slot_cap)
         slots_grow(f);
-    uint64_t h = stream_hash(table, it->ev.stream_id, it->ev.stream_id_len);
+    uint64_t h = kpb_stream_hash(table, it->ev.stream_id, it->ev.stream_id_len);
     uint32_t j = (uint32_t)h & (f->slot_cap - 1);
     while (f->slots[j] != KPB_NONE && !same_stream(f, f->slots[j], it, table))
         j = (j + 1) & (f->slot_cap - 1);

@@ -371,6 +371,8 @@ static void on_assign(kpb_bridge_t *b,
     b->rebalancing = 0;
     char err[512];
     int attempt = 0;
+    /* The new partitions' streams may have grown under another owner. */
+    kpb_writer_forget_heads(b->writer);
     /* Positions come from the database: block until it answers, since
      * starting anywhere else could write twice.  librdkafka allows
      * max.poll.interval.ms for this. */

@@ -644,14 +644,24 @@ static int cfg_kafka(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
 
 static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
                         kpb_config_t *conf) {
-    static const char *const names[] = {"conninfo", "give_up_after_s", NULL};
+    static const char *const names[] = {"conninfo", "give_up_after_s",
+                                        "versioning", NULL};
+    /* In kpb_versioning_t order. */
+    static const char *const versionings[] = {"trigger", "statement", NULL};
     kpb_cfgmap_t map;
+    int v;
 
     if (cfg_mapping(p, node, "postgres", names, &map))
         return -1;
     if (map.val[1] && cfg_int(p, map.val[1], "postgres.give_up_after_s", 0,
                               31536000, &conf->give_up_after_s))
         return -1;
+    if (map.val[2]) {
+        if (cfg_enum(p, map.val[2], "postgres.versioning", versionings,
+                     "trigger or statement", &v))
+            return -1;
+        conf->versioning = (kpb_versioning_t)v;
+    }
     if (!map.val[0])
         return cfg_missing(p, node, key, "postgres", "conninfo");
     return cfg_nonempty(p, map.val[0], "postgres.conninfo", &conf->conninfo);
@@ -996,6 +1006,7 @@ int kpb_config_parse(const char *buf, size_t len, const char *name,
     conf->max_pending = 100000;
     conf->max_record_bytes = 1024 * 1024;
     conf->give_up_after_s = 0;
+    conf->versioning = KPB_VERSIONS_TRIGGER;
     conf->log_level = KPB_LOG_INFO;
     conf->log_format = KPB_LOG_TEXT;
     if (cfg_root(&p, root, conf))

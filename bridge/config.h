@@ -41,6 +41,12 @@ typedef struct kpb_kv_s {
     char *value;
 } kpb_kv_t;
 
+/** @brief Who numbers the events of a stream (postgres.versioning). */
+typedef enum {
+    KPB_VERSIONS_TRIGGER = 0, /**< the table's row trigger, per row */
+    KPB_VERSIONS_STATEMENT,   /**< kpbridge's INSERT, from cached heads */
+} kpb_versioning_t;
+
 typedef struct kpb_config_s {
     char *path; /**< the file it came from, for messages */
 
@@ -52,6 +58,7 @@ typedef struct kpb_config_s {
     char *conninfo; /**< postgres.conninfo, ${VAR} already expanded; secret */
     int give_up_after_s; /**< postgres.give_up_after_s: stop retrying a
                               failing database after this long; 0 never */
+    kpb_versioning_t versioning; /**< postgres.versioning, default trigger */
 
     int max_events;  /**< batch.max_events, 1..1000, default 1000 */
     int linger_ms;   /**< batch.linger_ms, 0..60000, default 20 */

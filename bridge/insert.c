@@ -48,6 +48,36 @@ void kpb_insert_sql(kpb_buf_t *sql, const char *qtable, uint32_t rows) {
     }
 }
 
+void kpb_insert_versioned_sql(kpb_buf_t *sql, const char *qtable,
+                              uint32_t rows) {
+    kpb_buf_reset(sql);
+    kpb_buf_reserve(sql, 512 + (size_t)rows * 110);
+    /* A row's version is its stream's head plus its place in its batch.
+     * The head comes from the caller's cache when it has one; else from
+     * the table as this statement's snapshot sees it (which includes the
+     * transaction's earlier statements; coalesce runs the lookup only for
+     * a NULL head).  The statement returns each stream's new head, which
+     * the caller caches once the transaction has committed. */
+    kpb_buf_printf(sql,
+                   "WITH ins AS (INSERT INTO %s (event_id, stream_id, "
+                   "stream_version, event_type, event_data, metadata) "
+                   "SELECT v.i, v.s, coalesce(v.h, (SELECT "
+                   "max(e.stream_version) FROM %s e WHERE e.stream_id = v.s),"
+                   " 0) + v.n, v.t, v.d, v.m FROM (VALUES ",
+                   qtable, qtable);
+    for (uint32_t r = 0; r < rows; r++) {
+        unsigned p = r * KPB_INSERT_VERSIONED_PARAMS;
+        kpb_buf_printf(sql,
+                       "%s($%u::uuid,$%u::text,$%u::text,$%u::text::jsonb,"
+                       "$%u::text::jsonb,$%u::int8,$%u::int8)",
+                       r ? "," : "", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6,
+                       p + 7);
+    }
+    kpb_buf_puts(sql, ") AS v(i, s, t, d, m, n, h) RETURNING stream_id, "
+                      "stream_version) SELECT stream_id, max(stream_version)"
+                      " FROM ins GROUP BY stream_id");
+}
+
 void kpb_insert_dead_sql(kpb_buf_t *sql, const char *qtable, uint32_t rows) {
     kpb_buf_reset(sql);
     kpb_buf_printf(sql,

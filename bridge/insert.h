@@ -42,6 +42,24 @@ uint32_t kpb_insert_plan(const kpb_flush_t *f, uint32_t max_rows,
  */
 void kpb_insert_sql(kpb_buf_t *sql, const char *qtable, uint32_t rows);
 
+/** @brief Parameters per event row of the versioned statement: the five
+ *         above, then the row's place in its stream batch (1, 2, ...) and
+ *         the stream's head before the statement (NULL: unknown). */
+#define KPB_INSERT_VERSIONED_PARAMS 7
+
+/**
+ * @brief Builds the INSERT of postgres.versioning: statement into @p sql:
+ *        the same rows plus their place in their stream batch and their
+ *        stream's cached head, from which the statement computes each
+ *        stream_version (head + place; the head is looked up where it is
+ *        NULL), so the per-row version trigger is skipped.  Its result is
+ *        one row (stream_id, new head) per stream.  Only valid when each
+ *        stream has at most one batch in the statement and every row of
+ *        each batch is present.
+ */
+void kpb_insert_versioned_sql(kpb_buf_t *sql, const char *qtable,
+                              uint32_t rows);
+
 /**
  * @brief Builds the dead-letter INSERT for @p rows rows into @p sql.
  */

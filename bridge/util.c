@@ -525,3 +525,18 @@ char *kpb_arena_strndup(kpb_arena_t *arena, const char *s, size_t n) {
     d[n] = '\0';
     return d;
 }
+
+uint64_t kpb_stream_hash(const char *table, const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *t = table; *t; t++) {
+        h ^= (unsigned char)*t;
+        h *= 1099511628211ULL;
+    }
+    h ^= 0xff; /* the table name ends here */
+    h *= 1099511628211ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}

@@ -106,4 +106,7 @@ void kpb_arena_reset(kpb_arena_t *arena);
 void *kpb_arena_alloc(kpb_arena_t *arena, size_t size);
 /** @brief Copies s[0..n) and a NUL into the arena. */
 char *kpb_arena_strndup(kpb_arena_t *arena, const char *s, size_t n);
+/** @brief Hashes a stream, (table name, stream id), for open addressing. */
+uint64_t kpb_stream_hash(const char *table, const char *s, size_t n);
+
 #endif

@@ -5,13 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heads.h"
 #include "insert.h"
 
 typedef struct qname_s {
     const char *name; /* the config's string: compared by pointer first */
     char *quoted;
-    int prepared; /* the full-size INSERT is prepared on this connection */
+    int prepared;  /* the full-size INSERT is prepared on this connection */
+    int vprepared; /* and the full-size versioned one */
 } qname_t;
+
+/* A stream head a versioned INSERT returned, cached once COMMIT succeeds. */
+typedef struct pending_head_s {
+    const char *table;
+    const char *sid; /* in pend_arena */
+    size_t sid_len;
+    int64_t head;
+} pending_head_t;
 
 struct kpb_writer_s {
     const kpb_config_t *conf;
@@ -30,7 +40,15 @@ struct kpb_writer_s {
     /* rows of the statement being written: item and stream numbers */
     uint32_t *rows;
     uint32_t *row_streams;
+    uint32_t *row_place; /* 1-based place in its stream batch */
+    unsigned char (*row_int8)[2][8]; /* binary place and head */
     size_t row_cap;
+    /* postgres.versioning: statement */
+    kpb_heads_t *heads;
+    int versioned; /* this try numbers rows itself (no expectations) */
+    pending_head_t *pend;
+    size_t pend_cnt, pend_cap;
+    kpb_arena_t pend_arena;
     uint32_t *stamp; /* per stream, for expectations */
     size_t stamp_cap;
     int careful;     /* replaying with savepoints after a data error */
@@ -41,8 +59,9 @@ struct kpb_writer_s {
     /* pipeline mode: statements are sent, their results read at the end */
     int pipelined;
     struct sent_s {
-        int kind;     /* SENT_OTHER, SENT_OFFSETS, SENT_INSERT */
-        uint32_t arg; /* partition index, or rows */
+        int kind;          /* SENT_OTHER, SENT_OFFSETS, SENT_INSERT, ... */
+        uint32_t arg;      /* partition index, or rows */
+        const char *table; /* SENT_VINSERT: whose heads it returns */
     } *sent, tag;
     size_t sent_cnt, sent_cap;
     char errmsg[1024];
@@ -50,7 +69,10 @@ struct kpb_writer_s {
     char errstate_buf[6];
 };
 
-enum { SENT_OTHER = 0, SENT_OFFSETS, SENT_INSERT };
+enum { SENT_OTHER = 0, SENT_OFFSETS, SENT_INSERT, SENT_VINSERT };
+
+/* Streams whose heads kpbridge caches, at most: about 100 bytes each. */
+#define KPB_HEADS_MAX 131072
 
 kpb_sql_class_t kpb_sqlstate_class(const char *s) {
     if (!s || !*s)
@@ -71,6 +93,9 @@ kpb_writer_t *kpb_writer_new(const kpb_config_t *conf) {
     kpb_buf_init(&w->sql);
     kpb_buf_init(&w->aux);
     kpb_buf_init(&w->aux2);
+    if (conf->versioning == KPB_VERSIONS_STATEMENT)
+        w->heads = kpb_heads_new(KPB_HEADS_MAX);
+    kpb_arena_init(&w->pend_arena);
     return w;
 }
 
@@ -122,6 +147,11 @@ void kpb_writer_destroy(kpb_writer_t *w) {
     free(w->formats);
     free(w->rows);
     free(w->row_streams);
+    free(w->row_place);
+    free(w->row_int8);
+    kpb_heads_destroy(w->heads);
+    free(w->pend);
+    kpb_arena_fini(&w->pend_arena);
     free(w->stamp);
     free(w->sent);
     free(w);
@@ -142,6 +172,11 @@ int kpb_writer_ping(kpb_writer_t *w) {
     if (!kpb_writer_connected(w) && kpb_writer_connect(w, err, sizeof(err)))
         return 0;
     return 1;
+}
+
+void kpb_writer_forget_heads(kpb_writer_t *w) {
+    if (w->heads)
+        kpb_heads_clear(w->heads);
 }
 
 int kpb_writer_connected(const kpb_writer_t *w) {
@@ -246,6 +281,7 @@ static int sent(kpb_writer_t *w, int ok) {
     struct sent_s tag = w->tag;
     w->tag.kind = SENT_OTHER;
     w->tag.arg = 0;
+    w->tag.table = NULL;
     if (!ok) {
         snprintf(w->errmsg, sizeof(w->errmsg), "%s",
                  PQerrorMessage(w->conn));
@@ -390,7 +426,14 @@ static int set_expectations(kpb_writer_t *w, const kpb_flush_t *f,
                2, params, NULL, NULL, PGRES_TUPLES_OK);
 }
 
-/* Inserts rows [lo, hi) of the current statement. */
+static void put_int8(unsigned char *out, int64_t v) {
+    for (int b = 0; b < 8; b++)
+        out[b] = (unsigned char)((uint64_t)v >> (56 - 8 * b));
+}
+
+/* Inserts rows [lo, hi) of the current statement.  Versioned, the rows are
+ * a whole statement and each carries its place in its stream batch and
+ * the stream's cached head (NULL where none is cached). */
 static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
                        uint32_t lo, uint32_t hi) {
     if (w->has_expect) {
@@ -398,11 +441,15 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
         if (rc != -1)
             return rc;
     }
+    const int versioned = w->versioned;
+    const unsigned per_row =
+        versioned ? KPB_INSERT_VERSIONED_PARAMS : KPB_INSERT_PARAMS;
     uint32_t n = hi - lo;
-    need_params(w, (size_t)n * KPB_INSERT_PARAMS);
+    need_params(w, (size_t)n * per_row);
+    int64_t head = -1;
     for (uint32_t r = 0; r < n; r++) {
         const kpb_event_t *ev = &f->items[w->rows[lo + r]].ev;
-        size_t p = (size_t)r * KPB_INSERT_PARAMS;
+        size_t p = (size_t)r * per_row;
         w->values[p] = (const char *)ev->event_id;
         w->lengths[p] = 16;
         w->values[p + 1] = ev->stream_id;
@@ -413,48 +460,68 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
         w->lengths[p + 3] = (int)ev->payload_len;
         w->values[p + 4] = ev->metadata;
         w->lengths[p + 4] = (int)ev->metadata_len;
-        for (int k = 0; k < KPB_INSERT_PARAMS; k++)
+        if (versioned) {
+            uint32_t place = w->row_place[lo + r];
+            if (place == 1)
+                head = kpb_heads_get(w->heads, qt->name, ev->stream_id,
+                                     ev->stream_id_len);
+            unsigned char(*b)[8] = w->row_int8[lo + r];
+            put_int8(b[0], place);
+            put_int8(b[1], head);
+            w->values[p + 5] = (const char *)b[0];
+            w->lengths[p + 5] = 8;
+            w->values[p + 6] = head >= 0 ? (const char *)b[1] : NULL;
+            w->lengths[p + 6] = 8;
+        }
+        for (unsigned k = 0; k < per_row; k++)
             w->formats[p + k] = 1;
     }
     int64_t t0 = kpb_now_ms();
     int rc;
-    char name[32];
-    snprintf(name, sizeof(name), "kpb_insert_%zu", (size_t)(qt - w->tables));
+    char name[48];
+    snprintf(name, sizeof(name), "kpb_%sinsert_%zu", versioned ? "v" : "",
+             (size_t)(qt - w->tables));
+    const int nparams = (int)(n * per_row);
+    w->tag.kind = versioned ? SENT_VINSERT : SENT_INSERT;
+    w->tag.arg = n;
+    w->tag.table = qt->name;
     if (n == (uint32_t)w->conf->max_events) {
         /* The full-size statement is the common one under load: parsing
          * 1000 rows of VALUES with 5000 parameters costs about as much as
          * inserting them, so it is parsed once per connection. */
-        if (!qt->prepared) {
-            kpb_insert_sql(&w->sql, qt->quoted, n);
-            rc = check(w,
-                       PQprepare(w->conn, name, w->sql.data,
-                                 (int)(n * KPB_INSERT_PARAMS), NULL),
+        int *prepared = versioned ? &qt->vprepared : &qt->prepared;
+        if (!*prepared) {
+            if (versioned)
+                kpb_insert_versioned_sql(&w->sql, qt->quoted, n);
+            else
+                kpb_insert_sql(&w->sql, qt->quoted, n);
+            rc = check(w, PQprepare(w->conn, name, w->sql.data, nparams, NULL),
                        PGRES_COMMAND_OK);
             if (rc != -1)
                 return rc;
-            qt->prepared = 1;
+            *prepared = 1;
         }
         if (w->pipelined) {
-            w->tag.kind = SENT_INSERT;
-            w->tag.arg = n;
             kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
-            return sent(w, PQsendQueryPrepared(w->conn, name,
-                                               (int)(n * KPB_INSERT_PARAMS),
+            return sent(w, PQsendQueryPrepared(w->conn, name, nparams,
                                                w->values, w->lengths,
                                                w->formats, 0));
         }
-        PGresult *res = PQexecPrepared(w->conn, name,
-                                       (int)(n * KPB_INSERT_PARAMS), w->values,
+        w->tag.kind = SENT_OTHER;
+        PGresult *res = PQexecPrepared(w->conn, name, nparams, w->values,
                                        w->lengths, w->formats, 0);
-        rc = check(w, res, PGRES_COMMAND_OK);
+        rc = check(w, res, versioned ? PGRES_TUPLES_OK : PGRES_COMMAND_OK);
     } else {
-        kpb_insert_sql(&w->sql, qt->quoted, n);
-        w->tag.kind = SENT_INSERT;
-        w->tag.arg = n;
+        if (versioned)
+            kpb_insert_versioned_sql(&w->sql, qt->quoted, n);
+        else
+            kpb_insert_sql(&w->sql, qt->quoted, n);
         if (w->pipelined)
             kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
-        rc = run(w, w->sql.data, (int)(n * KPB_INSERT_PARAMS), w->values,
-                 w->lengths, w->formats, PGRES_COMMAND_OK);
+        else
+            w->tag.kind = SENT_OTHER;
+        rc = run(w, w->sql.data, nparams, w->values, w->lengths, w->formats,
+                 versioned ? PGRES_TUPLES_OK : PGRES_COMMAND_OK);
         if (w->pipelined)
             return rc;
     }
@@ -515,6 +582,10 @@ static void need_rows(kpb_writer_t *w, const kpb_flush_t *f) {
         w->rows = kpb_xrealloc(w->rows, w->row_cap * sizeof(*w->rows));
         w->row_streams =
             kpb_xrealloc(w->row_streams, w->row_cap * sizeof(*w->row_streams));
+        w->row_place =
+            kpb_xrealloc(w->row_place, w->row_cap * sizeof(*w->row_place));
+        w->row_int8 =
+            kpb_xrealloc(w->row_int8, w->row_cap * sizeof(*w->row_int8));
     }
     if (w->stamp_cap < f->stream_cnt) {
         w->stamp = kpb_xrealloc(w->stamp, f->stream_cnt * sizeof(*w->stamp));
@@ -530,8 +601,10 @@ static uint32_t flatten(kpb_writer_t *w, const kpb_flush_t *f,
     const kpb_sbatch_t *sb0 = &f->batches[stmt->first];
     for (uint32_t b = 0; b < stmt->count; b++) {
         const kpb_sbatch_t *sb = &sb0[b];
+        uint32_t place = 0;
         for (uint32_t k = sb->first; k != KPB_NONE; k = f->items[k].next) {
             w->rows[n] = k;
+            w->row_place[n] = ++place;
             w->row_streams[n++] = sb->stream;
         }
     }
@@ -598,6 +671,35 @@ static kpb_write_rc_t fail(kpb_writer_t *w, int cls, const char *what,
     return cls == KPB_SQL_TRANSIENT ? KPB_WRITE_TRANSIENT : KPB_WRITE_FATAL;
 }
 
+/* Notes the heads a versioned INSERT returned; they are cached only once
+ * the transaction has committed. */
+static void keep_heads(kpb_writer_t *w, const char *table,
+                       const PGresult *res) {
+    int n = PQntuples(res);
+    if (w->pend_cnt + (size_t)n > w->pend_cap) {
+        w->pend_cap = w->pend_cnt + (size_t)n + 64;
+        w->pend = kpb_xrealloc(w->pend, w->pend_cap * sizeof(*w->pend));
+    }
+    for (int r = 0; r < n; r++) {
+        pending_head_t *ph = &w->pend[w->pend_cnt++];
+        ph->table = table;
+        ph->sid_len = (size_t)PQgetlength(res, r, 0);
+        ph->sid = kpb_arena_strndup(&w->pend_arena, PQgetvalue(res, r, 0),
+                                    ph->sid_len);
+        ph->head = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+    }
+}
+
+/* Forgets the heads of every stream of @p f: after a failed or
+ * trigger-numbered write they may be behind the table. */
+static void forget_heads(kpb_writer_t *w, const kpb_flush_t *f) {
+    for (uint32_t i = 0; i < f->batch_cnt; i++) {
+        const kpb_event_t *ev = &f->items[f->batches[i].first].ev;
+        kpb_heads_put(w->heads, f->batches[i].table, ev->stream_id,
+                      ev->stream_id_len, -1);
+    }
+}
+
 /* Reads the results of everything sent in pipeline mode, in order.
  * Returns -1 when all succeeded, -2 when an offsets row was fenced (with
  * *fenced set), else the class of the first failure. */
@@ -615,10 +717,13 @@ static int pipeline_collect(kpb_writer_t *w, uint32_t *fenced,
         }
         ExecStatusType status = PQresultStatus(res);
         if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
-            if (w->sent[i].kind == SENT_INSERT) {
+            if (w->sent[i].kind == SENT_INSERT ||
+                w->sent[i].kind == SENT_VINSERT) {
                 st->events += w->sent[i].arg;
                 st->statements++;
             }
+            if (w->sent[i].kind == SENT_VINSERT)
+                keep_heads(w, w->sent[i].table, res);
             PQclear(res);
         } else if (status == PGRES_PIPELINE_ABORTED || cls != -1) {
             PQclear(res);
@@ -659,19 +764,25 @@ static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
     int rc;
     /* Statements are prepared outside the pipeline, once per connection. */
     for (size_t t = 0; t < w->table_cnt; t++) {
-        if (w->tables[t].prepared)
+        int *prepared = w->versioned ? &w->tables[t].vprepared
+                                     : &w->tables[t].prepared;
+        if (*prepared)
             continue;
-        char name[32];
-        snprintf(name, sizeof(name), "kpb_insert_%zu", t);
-        kpb_insert_sql(&w->sql, w->tables[t].quoted,
-                       (uint32_t)w->conf->max_events);
-        rc = check(w,
-                   PQprepare(w->conn, name, w->sql.data,
-                             w->conf->max_events * KPB_INSERT_PARAMS, NULL),
+        char name[48];
+        uint32_t rows = (uint32_t)w->conf->max_events;
+        snprintf(name, sizeof(name), "kpb_%sinsert_%zu",
+                 w->versioned ? "v" : "", t);
+        if (w->versioned)
+            kpb_insert_versioned_sql(&w->sql, w->tables[t].quoted, rows);
+        else
+            kpb_insert_sql(&w->sql, w->tables[t].quoted, rows);
+        int nparams = (int)rows * (w->versioned ? KPB_INSERT_VERSIONED_PARAMS
+                                                : KPB_INSERT_PARAMS);
+        rc = check(w, PQprepare(w->conn, name, w->sql.data, nparams, NULL),
                    PGRES_COMMAND_OK);
         if (rc != -1)
             return rc;
-        w->tables[t].prepared = 1;
+        *prepared = 1;
     }
     if (!PQenterPipelineMode(w->conn)) {
         snprintf(w->errmsg, sizeof(w->errmsg), "%s", PQerrorMessage(w->conn));
@@ -681,7 +792,14 @@ static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
     }
     w->pipelined = 1;
     w->sent_cnt = 0;
+    w->pend_cnt = 0;
+    kpb_arena_reset(&w->pend_arena);
     rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
+    /* The version trigger skips rows that bring a version only in a
+     * transaction that says it numbers them itself (migration 005). */
+    if (rc == -1 && w->versioned)
+        rc = run(w, "SET LOCAL eventcore.explicit_versions = on", 0, NULL,
+                 NULL, NULL, PGRES_COMMAND_OK);
     if (rc == -1)
         rc = write_offsets(w, f, from, fenced);
     for (uint32_t s = 0; s < nstmt && rc == -1; s++) {
@@ -703,8 +821,12 @@ static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
         return KPB_SQL_TRANSIENT;
     }
     rc = pipeline_collect(w, fenced, st);
-    if (rc == -1)
+    if (rc == -1) {
         st->dead = dead_st.dead;
+        for (size_t i = 0; i < w->pend_cnt; i++)
+            kpb_heads_put(w->heads, w->pend[i].table, w->pend[i].sid,
+                          w->pend[i].sid_len, w->pend[i].head);
+    }
     if (!PQexitPipelineMode(w->conn)) {
         PQfinish(w->conn);
         w->conn = NULL;
@@ -734,6 +856,10 @@ kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
         w->has_expect = f->items[f->batches[i].first].ev.expected_version >= 0;
     nstmt = kpb_insert_plan(f, (uint32_t)w->conf->max_events, &stmts);
     w->careful = 0;
+    /* Expected versions are the trigger's to check: such a flush is
+     * numbered by the trigger, as is every careful replay. */
+    w->versioned = w->heads && !w->has_expect;
+    int learned = 0;
 
 again:
     memset(stats, 0, sizeof(*stats));
@@ -751,6 +877,10 @@ again:
      * the statement-by-statement path. */
     if (!w->careful && !(w->hook && f->dead_cnt)) {
         rc = write_pipelined(w, f, from, stmts, nstmt, fenced, stats);
+        learned = rc == -1 && w->versioned;
+        if (learned)
+            stats->numbered = stats->events;
+        w->versioned = 0;
         if (rc == -1)
             goto out;
         if (rc == -2) {
@@ -774,6 +904,8 @@ again:
         w->careful = 1;
         memset(stats, 0, sizeof(*stats));
     }
+    w->versioned = 0; /* the statement-by-statement path leaves it to the
+                         trigger: it may drop rows out of a batch */
     if ((rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {
         ret = fail(w, rc, "BEGIN", errstr, errstr_size);
         goto out;
@@ -842,6 +974,9 @@ again:
         goto out;
     }
 out:
+    w->versioned = 0;
+    if (w->heads && !learned)
+        forget_heads(w, f);
     free(stmts);
     return ret;
 }

@@ -46,6 +46,8 @@ typedef struct kpb_write_stats_s {
     uint32_t dead;       /**< dead letters inserted (decode + database) */
     uint32_t statements; /**< event INSERTs that succeeded */
     uint32_t isolations; /**< failed statements that were bisected */
+    uint32_t numbered;   /**< rows kpbridge numbered itself (statement
+                              versioning), not the trigger */
 } kpb_write_stats_t;
 
 typedef struct kpb_writer_s kpb_writer_t;
@@ -84,6 +86,13 @@ void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
  * @returns 1 when connected afterwards, else 0.
  */
 int kpb_writer_ping(kpb_writer_t *w);
+
+/**
+ * @brief Forgets the cached stream heads (postgres.versioning: statement),
+ *        e.g. when partitions move: another instance may have appended.
+ *        Only a cost saving: a stale head is refused by the unique index.
+ */
+void kpb_writer_forget_heads(kpb_writer_t *w);
 
 /**
  * @brief Reads the stored positions of @p cnt partitions of @p topic.

@@ -257,6 +257,19 @@ char *kpbt_config(const char *tag, const char *brokers, const char *conninfo,
     return kpbt_config_props(tag, brokers, conninfo, topics, extra, NULL);
 }
 
+static const char *versioning_override;
+
+void kpbt_set_versioning(const char *versioning) {
+    versioning_override = versioning;
+}
+
+const char *kpbt_versioning(void) {
+    if (versioning_override)
+        return versioning_override;
+    const char *env = getenv("KPBT_VERSIONING");
+    return env && *env ? env : "trigger";
+}
+
 char *kpbt_config_props(const char *tag, const char *brokers,
                         const char *conninfo, const char *topics,
                         const char *extra, const char *props) {
@@ -274,10 +287,11 @@ char *kpbt_config_props(const char *tag, const char *brokers,
             "%s"
             "postgres:\n"
             "  conninfo: \"%s user=" KPBT_BRIDGE_USER "\"\n"
+            "  versioning: %s\n"
             "http:\n"
             "  listen: \"\"\n"
             "topics:\n%s%s",
-            brokers, props ? props : "", conninfo, topics,
+            brokers, props ? props : "", conninfo, kpbt_versioning(), topics,
             extra ? extra : "");
     fclose(f);
     return path;

@@ -81,6 +81,15 @@ int64_t kpbt_committed(kpbt_kafka_t *k, const char *group, const char *topic,
 /* ---- the kpbridge binary ------------------------------------------------- */
 
 /**
+ * @brief The postgres.versioning the configurations below get: what
+ *        kpbt_set_versioning() set, else $KPBT_VERSIONING (CI runs some
+ *        suites once per mode), else "trigger".
+ */
+const char *kpbt_versioning(void);
+/** @brief Overrides kpbt_versioning() for this test process (NULL: undo). */
+void kpbt_set_versioning(const char *versioning);
+
+/**
  * @brief Writes a config file for a test and returns its path (heap); the
  *        bridge connects as KPBT_BRIDGE_USER (least privilege).
  * @param extra  YAML appended verbatim (may be NULL), e.g. "batch:\n ..."

@@ -4,7 +4,8 @@
  * reads from Kafka) straight from memory into a database with kpbridge's
  * schema, applied through the library's migrations.
  *
- *   bench_insert --conninfo C --mode ceiling|baseline [--topic T]
+ *   bench_insert --conninfo C --mode ceiling|baseline|statement
+ *                [--topic T]
  *                [--rows-per-txn N] [workload options]
  *
  *   ceiling   kpbridge's own full-size statement (kpb_insert_sql: 1,000 rows
@@ -14,6 +15,9 @@
  *             take with this schema and trigger; kpbridge can only approach it.
  *   baseline  the pre-batching writer: the same statement with one row,
  *             prepared once, executed per row, 1,000 rows per transaction.
+ *   statement the ceiling of postgres.versioning: statement: kpbridge's
+ *             versioned statement (kpb_insert_versioned_sql), which
+ *             computes versions itself so the row trigger is skipped.
  *
  * Every event is built before the clock starts (stream id, event type,
  * payload, UUIDv7 event id, and metadata shaped like kpbridge's with the
@@ -57,6 +61,40 @@ static int exec_ok(PGconn *conn, PGresult *res, const char *what) {
     return 0;
 }
 
+/* Per stream: rows written by earlier statements (what kpbridge's head
+ * cache knows once they commit) and rows in the current statement. */
+typedef struct slot_s {
+    const char *key;
+    uint64_t stamp; /* the statement `cur` counts for */
+    int64_t head;
+    int64_t cur;
+} slot_t;
+
+static slot_t *stream_slot(slot_t *slots, size_t mask, const char *key,
+                           uint64_t stamp) {
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = key; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        slot_t *s = &slots[i];
+        if (!s->key)
+            s->key = key;
+        else if (strcmp(s->key, key) != 0)
+            continue;
+        if (s->stamp != stamp) {
+            s->head += s->cur;
+            s->cur = 0;
+            s->stamp = stamp;
+        }
+        return s;
+    }
+}
+
+static void put_int8(unsigned char *out, int64_t v) {
+    for (int b = 0; b < 8; b++)
+        out[b] = (unsigned char)((uint64_t)v >> (56 - 8 * b));
+}
+
 static int exec_sql(PGconn *conn, const char *sql) {
     return exec_ok(conn, PQexec(conn, sql), sql);
 }
@@ -82,7 +120,8 @@ int main(int argc, char **argv) {
             rows_per_txn = strtol(argv[++i], NULL, 10);
         else {
             fprintf(stderr,
-                    "usage: bench_insert --conninfo C --mode ceiling|baseline "
+                    "usage: bench_insert --conninfo C --mode "
+                    "ceiling|baseline|statement "
                     "[--topic T] [--rows-per-txn N] [--shape S] [--events N] "
                     "[--streams S] [--payload-bytes B] [--partitions P] "
                     "[--seed X]\n");
@@ -90,13 +129,18 @@ int main(int argc, char **argv) {
         }
     }
     if (!conninfo || !mode ||
-        (strcmp(mode, "ceiling") != 0 && strcmp(mode, "baseline") != 0) ||
+        (strcmp(mode, "ceiling") != 0 && strcmp(mode, "baseline") != 0 &&
+         strcmp(mode, "statement") != 0) ||
         rows_per_txn < 1 || rows_per_txn > 1000) {
-        fprintf(stderr, "bench_insert: --conninfo and --mode ceiling|baseline "
-                        "are required; --rows-per-txn is 1..1000\n");
+        fprintf(stderr, "bench_insert: --conninfo and --mode "
+                        "ceiling|baseline|statement are required; "
+                        "--rows-per-txn is 1..1000\n");
         return 2;
     }
-    int ceiling = !strcmp(mode, "ceiling");
+    int versioned = !strcmp(mode, "statement");
+    int ceiling = versioned || !strcmp(mode, "ceiling");
+    const unsigned per_row = versioned ? KPB_INSERT_VERSIONED_PARAMS
+                                       : KPB_INSERT_PARAMS;
     uint32_t per_stmt = ceiling ? (uint32_t)rows_per_txn : 1;
 
     int rc = 1;
@@ -105,6 +149,9 @@ int main(int argc, char **argv) {
     const char **values = NULL;
     int *lengths = NULL, *formats = NULL;
     int64_t *next_off = NULL;
+    slot_t *slots = NULL;
+    unsigned char(*places)[2][8] = NULL;
+    size_t mask = 0;
     kpb_buf_t sql, md;
     kpb_buf_init(&sql);
     kpb_buf_init(&md);
@@ -153,13 +200,16 @@ int main(int argc, char **argv) {
         r->metadata_len = md.len;
     }
 
-    size_t nparams = (size_t)per_stmt * KPB_INSERT_PARAMS;
+    size_t nparams = (size_t)per_stmt * per_row;
     values = kpb_xcalloc(nparams, sizeof(*values));
     lengths = kpb_xcalloc(nparams, sizeof(*lengths));
     formats = kpb_xcalloc(nparams, sizeof(*formats));
     for (size_t p = 0; p < nparams; p++)
         formats[p] = 1;
-    kpb_insert_sql(&sql, "eventcore_events", per_stmt);
+    if (versioned)
+        kpb_insert_versioned_sql(&sql, "eventcore_events", per_stmt);
+    else
+        kpb_insert_sql(&sql, "eventcore_events", per_stmt);
     if (exec_ok(conn,
                 PQprepare(conn, "full", sql.data, (int)nparams, NULL),
                 "prepare") != 0)
@@ -167,21 +217,32 @@ int main(int argc, char **argv) {
     /* A statement for the tail, when the count is not a multiple. */
     uint32_t tail = ceiling ? (uint32_t)(nrows % per_stmt) : 0;
     if (tail) {
-        kpb_insert_sql(&sql, "eventcore_events", tail);
+        if (versioned)
+            kpb_insert_versioned_sql(&sql, "eventcore_events", tail);
+        else
+            kpb_insert_sql(&sql, "eventcore_events", tail);
         if (exec_ok(conn,
-                    PQprepare(conn, "tail", sql.data,
-                              (int)(tail * KPB_INSERT_PARAMS), NULL),
+                    PQprepare(conn, "tail", sql.data, (int)(tail * per_row),
+                              NULL),
                     "prepare tail") != 0)
             goto out;
     }
 
+    for (mask = 1024; mask < 2 * nrows; mask *= 2)
+        ;
+    slots = kpb_xcalloc(mask, sizeof(*slots));
+    mask--;
+    places = kpb_xcalloc(per_stmt, sizeof(*places));
+    uint64_t stmt_no = 1;
     int64_t t0 = kpb_now_ms();
     uint64_t done = 0;
     while (done < nrows) {
         uint64_t txn_end = done + (uint64_t)rows_per_txn;
         if (txn_end > nrows)
             txn_end = nrows;
-        if (exec_sql(conn, "BEGIN") != 0)
+        if (exec_sql(conn, "BEGIN") != 0 ||
+            (versioned &&
+             exec_sql(conn, "SET LOCAL eventcore.explicit_versions = on")))
             goto out;
         while (done < txn_end) {
             uint32_t n = (uint32_t)(txn_end - done);
@@ -189,7 +250,7 @@ int main(int argc, char **argv) {
                 n = per_stmt;
             for (uint32_t k = 0; k < n; k++) {
                 const row_t *r = &rows[done + k];
-                size_t p = (size_t)k * KPB_INSERT_PARAMS;
+                size_t p = (size_t)k * per_row;
                 values[p] = (const char *)r->id;
                 lengths[p] = 16;
                 values[p + 1] = r->key;
@@ -200,11 +261,25 @@ int main(int argc, char **argv) {
                 lengths[p + 3] = (int)r->value_len;
                 values[p + 4] = r->metadata;
                 lengths[p + 4] = (int)r->metadata_len;
+                if (versioned) {
+                    /* the row's place among its stream's rows of this
+                     * statement, and the stream's head where a cache
+                     * filled from earlier statements would know it */
+                    slot_t *sl = stream_slot(slots, mask, r->key, stmt_no);
+                    put_int8(places[k][0], ++sl->cur);
+                    put_int8(places[k][1], sl->head);
+                    values[p + 5] = (const char *)places[k][0];
+                    lengths[p + 5] = 8;
+                    values[p + 6] =
+                        sl->head ? (const char *)places[k][1] : NULL;
+                    lengths[p + 6] = 8;
+                }
             }
+            stmt_no++;
             const char *name = n == per_stmt ? "full" : "tail";
             if (exec_ok(conn,
                         PQexecPrepared(conn, name,
-                                       (int)(n * KPB_INSERT_PARAMS), values,
+                                       (int)(n * per_row), values,
                                        lengths, formats, 0),
                         "insert") != 0)
                 goto out;
@@ -219,6 +294,8 @@ int main(int argc, char **argv) {
     rc = 0;
 
 out:
+    free(slots);
+    free(places);
     for (uint64_t i = 0; i < nrows; i++) {
         free(rows[i].key);
         free(rows[i].value);
