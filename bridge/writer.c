@@ -537,6 +537,21 @@ static int savepoint(kpb_writer_t *w, const char *verb) {
     return run(w, sql, 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
 }
 
+/* Whether @p ev's event id is stored already: 1, 0, or -1 on failure. */
+static int event_id_taken(kpb_writer_t *w, qname_t *qt, const kpb_event_t *ev) {
+    kpb_buf_reset(&w->aux);
+    kpb_buf_printf(&w->aux, "SELECT 1 FROM %s WHERE event_id = $1::uuid",
+                   qt->quoted);
+    const char *v[1] = {(const char *)ev->event_id};
+    const int len[1] = {16}, fmt[1] = {1};
+    PGresult *res = NULL;
+    if (run_res(w, w->aux.data, 1, v, len, fmt, PGRES_TUPLES_OK, &res) != -1)
+        return -1;
+    int taken = PQntuples(res) > 0;
+    PQclear(res);
+    return taken;
+}
+
 /* Finds the rows at fault in [lo, hi) by halving, each try in a savepoint:
  * a bad row costs about 2 log2(n) statements, and every good row around it
  * is still written, in order. */
@@ -559,6 +574,20 @@ static int isolate(kpb_writer_t *w, kpb_flush_t *f, qname_t *qtable,
         return rc;
     if (hi - lo == 1) {
         kpb_item_t *it = &f->items[w->rows[lo]];
+        if (!strcmp(state, "23505")) {
+            /* Either the event id is taken (the row is at fault) or another
+             * writer took this stream's next version between our lookup
+             * and our insert: a race, which the retried flush wins. */
+            if ((rc = event_id_taken(w, qtable, &it->ev)) < 0)
+                return KPB_SQL_TRANSIENT;
+            if (!rc) {
+                snprintf(w->errmsg, sizeof(w->errmsg),
+                         "stream \"%.*s\": another writer appended first",
+                         (int)it->ev.stream_id_len, it->ev.stream_id);
+                w->errstate = NULL;
+                return KPB_SQL_TRANSIENT;
+            }
+        }
         it->reason = !strncmp(msg, "version_conflict", 16)
                          ? KPB_REASON_VERSION_CONFLICT
                          : KPB_REASON_REJECTED;

@@ -70,6 +70,7 @@ Test(config, parses_every_key_of_a_full_file) {
                  "postgres:\n"
                  "  conninfo: \"host=db dbname=events\"\n"
                  "  give_up_after_s: 300\n"
+                 "  versioning: statement\n"
                  "batch:\n"
                  "  max_events: 250\n"
                  "  linger_ms: 0\n"
@@ -111,6 +112,7 @@ Test(config, parses_every_key_of_a_full_file) {
     cr_expect_eq(conf->max_pending, 5000);
     cr_expect_eq(conf->max_record_bytes, 2048);
     cr_expect_eq(conf->give_up_after_s, 300);
+    cr_expect_eq(conf->versioning, KPB_VERSIONS_STATEMENT);
 
     cr_assert_eq(conf->topic_cnt, 2);
     const kpb_topic_t *t = &conf->topics[0];
@@ -161,6 +163,7 @@ Test(config, applies_defaults_to_a_minimal_file) {
     cr_expect_eq(conf->max_pending, 100000);
     cr_expect_eq(conf->max_record_bytes, 1024 * 1024);
     cr_expect_eq(conf->give_up_after_s, 0);
+    cr_expect_eq(conf->versioning, KPB_VERSIONS_TRIGGER);
     cr_assert_eq(conf->topic_cnt, 1);
     const kpb_topic_t *t = &conf->topics[0];
     cr_expect_str_eq(t->name, "orders");
@@ -378,6 +381,11 @@ Test(config, rejects_max_pending_below_max_events) {
 Test(config, rejects_an_unknown_log_level) {
     load_fails("bad_log_level.yaml",
                "9:10: log.level: expected error, warn, info or debug");
+}
+
+Test(config, rejects_an_unknown_versioning) {
+    load_fails("bad_versioning.yaml",
+               "4:15: postgres.versioning: expected trigger or statement");
 }
 
 Test(config, rejects_an_unknown_log_format) {

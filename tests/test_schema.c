@@ -77,6 +77,63 @@ Test(schema, assigns_gap_free_versions_per_stream_in_values_order,
     free(ci);
 }
 
+/* Appends an event to stream s with stream_version @p version (SQL text). */
+static PGresult *append_with_version(PGconn *conn, const char *version) {
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO eventcore_events (event_id, stream_id,"
+             " stream_version, event_type, event_data) VALUES"
+             " (gen_random_uuid(), 's', %s, 'T', '{}')",
+             version);
+    return PQexec(conn, sql);
+}
+
+static void append_ok(PGconn *conn, const char *version) {
+    PGresult *res = append_with_version(conn, version);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s",
+                 PQerrorMessage(conn));
+    PQclear(res);
+}
+
+/* Migration 005: a version in the INSERT counts only in a transaction that
+ * declares eventcore.explicit_versions; everyone else is numbered by the
+ * trigger exactly as before, whatever they send. */
+Test(schema, honours_explicit_versions_only_when_the_transaction_says_so,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("explicit", 1);
+    PGconn *conn = kpbt_pg(ci);
+    append_ok(conn, "42"); /* not declared: the trigger numbers it 1 */
+    cr_expect_eq(kpbt_int(conn, "SELECT max(stream_version) FROM"
+                                " eventcore_events"),
+                 1);
+    kpbt_exec(conn, "BEGIN");
+    kpbt_exec(conn, "SET LOCAL eventcore.explicit_versions = on");
+    append_ok(conn, "2");    /* declared: kept as sent */
+    append_ok(conn, "NULL"); /* declared but absent: the trigger, 3 */
+    PGresult *res = append_with_version(conn, "3"); /* taken */
+    cr_expect_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23505");
+    PQclear(res);
+    kpbt_exec(conn, "ROLLBACK");
+    kpbt_exec(conn, "BEGIN");
+    kpbt_exec(conn, "SET LOCAL eventcore.explicit_versions = on");
+    kpbt_exec(conn, "INSERT INTO eventcore_events (event_id, stream_id,"
+                    " stream_version, event_type, event_data) VALUES"
+                    " (gen_random_uuid(), 's', 2, 'T', '{}'),"
+                    " (gen_random_uuid(), 's', NULL, 'T', '{}')");
+    kpbt_exec(conn, "COMMIT");
+    cr_expect_eq(kpbt_int(conn, "SELECT (string_agg(stream_version::text,"
+                                " ',' ORDER BY stream_version) = '1,2,3')"
+                                "::int FROM eventcore_events"),
+                 1);
+    /* the setting was local: the next transaction is numbered again */
+    append_ok(conn, "99");
+    cr_expect_eq(kpbt_int(conn, "SELECT max(stream_version) FROM"
+                                " eventcore_events"),
+                 4);
+    PQfinish(conn);
+    free(ci);
+}
+
 static PGresult *exec_raw(PGconn *conn, const char *sql) {
     return PQexec(conn, sql);
 }

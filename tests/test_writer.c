@@ -10,20 +10,25 @@
 #include "harness.h"
 #include "writer.h"
 
-static kpb_config_t *conf_for(const char *ci, int max_events) {
+static kpb_config_t *conf_versioning(const char *ci, int max_events,
+                                     const char *versioning) {
     char yaml[2048];
     snprintf(yaml, sizeof(yaml),
              "kafka:\n  brokers: x:1\n  group_id: g\n"
-             "postgres:\n  conninfo: \"%s\"\n"
+             "postgres:\n  conninfo: \"%s\"\n  versioning: %s\n"
              "batch:\n  max_events: %d\n"
              "topics:\n  - name: t\n    event_type: const:T\n",
-             ci, max_events);
+             ci, versioning, max_events);
     kpb_config_t *conf = NULL;
     char err[512];
     cr_assert_eq(kpb_config_parse(yaml, strlen(yaml), "test", &conf, err,
                                   sizeof(err)),
                  0, "%s", err);
     return conf;
+}
+
+static kpb_config_t *conf_for(const char *ci, int max_events) {
+    return conf_versioning(ci, max_events, "trigger");
 }
 
 /* Adds an event of @p stream at @p offset of partition @p part, with a
@@ -264,6 +269,180 @@ Test(writer, stops_on_a_missing_table_instead_of_dead_lettering,
                  "nothing may be committed");
     PQfinish(conn);
     kpb_flush_destroy(f);
+    kpb_batcher_destroy(b);
+    kpb_writer_destroy(w);
+    kpb_config_destroy(conf);
+    free(ci);
+}
+
+/* Writes what @p b holds from partition 0's stored offset @p from and
+ * expects success; returns the stats. */
+static kpb_write_stats_t write_ok(kpb_writer_t *w, kpb_batcher_t *b,
+                                  int64_t from) {
+    kpb_flush_t *f = kpb_batcher_take(b);
+    uint32_t fenced;
+    kpb_write_stats_t st;
+    char err[1024];
+    cr_assert_eq(kpb_writer_write(w, f, &from, &fenced, &st, err, sizeof(err)),
+                 KPB_WRITE_OK, "%s", err);
+    kpb_flush_destroy(f);
+    return st;
+}
+
+/* Versions of every stream are 1..n and follow the offsets ("o"). */
+static void expect_gap_free_in_offset_order(PGconn *conn) {
+    cr_expect_eq(kpbt_int(conn,
+                          "SELECT count(*) FROM (SELECT stream_id, count(*) c,"
+                          " min(stream_version) lo, max(stream_version) hi"
+                          " FROM eventcore_events GROUP BY 1) x"
+                          " WHERE lo <> 1 OR hi <> c"),
+                 0, "streams with gaps in their versions");
+    cr_expect_eq(kpbt_int(conn,
+                          "SELECT count(*) FROM (SELECT (event_data->>'o')"
+                          "::int o, lag((event_data->>'o')::int) OVER"
+                          " (PARTITION BY stream_id ORDER BY stream_version)"
+                          " p FROM eventcore_events WHERE event_data ? 'o') x"
+                          " WHERE o <= p"),
+                 0, "versions out of offset order");
+}
+
+Test(writer, statement_versioning_numbers_rows_from_cached_heads,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("w_stmt", 1);
+    kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
+    kpb_writer_t *w = connected(conf);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    int64_t off = 0;
+    for (int i = 0; i < 5; i++)
+        add_event(b, conf, 0, off++, "a", -1, -1);
+    for (int i = 0; i < 3; i++)
+        add_event(b, conf, 0, off++, "b", -1, -1);
+    kpb_write_stats_t st = write_ok(w, b, -1);
+    cr_expect_eq(st.events, 8);
+    cr_expect_eq(st.numbered, 8, "rows numbered by kpbridge, not the trigger");
+
+    /* The second flush starts from the heads the first one returned. */
+    for (int i = 0; i < 2; i++) {
+        add_event(b, conf, 0, off++, "a", -1, -1);
+        add_event(b, conf, 0, off++, "b", -1, -1);
+    }
+    for (int i = 0; i < 4; i++)
+        add_event(b, conf, 0, off++, "c", -1, -1);
+    st = write_ok(w, b, 8);
+    cr_expect_eq(st.events, 8);
+    cr_expect_eq(st.numbered, 8);
+
+    PGconn *conn = kpbt_pg(ci);
+    expect_gap_free_in_offset_order(conn);
+    cr_expect_eq(kpbt_int(conn, "SELECT max(stream_version) FROM"
+                                " eventcore_events WHERE stream_id = 'a'"),
+                 7);
+    cr_expect_eq(kpbt_int(conn, "SELECT max(stream_version) FROM"
+                                " eventcore_events WHERE stream_id = 'c'"),
+                 4);
+    cr_expect_eq(kpbt_int(conn, "SELECT next_offset FROM kpbridge_offsets"),
+                 16);
+    PQfinish(conn);
+    kpb_batcher_destroy(b);
+    kpb_writer_destroy(w);
+    kpb_config_destroy(conf);
+    free(ci);
+}
+
+Test(writer, statement_versioning_recovers_when_another_writer_appends,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("w_stmt_race", 1);
+    kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
+    kpb_writer_t *w = connected(conf);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    PGconn *conn = kpbt_pg(ci);
+    int64_t off = 0;
+    for (int i = 0; i < 3; i++)
+        add_event(b, conf, 0, off++, "a", -1, -1);
+    cr_expect_eq(write_ok(w, b, -1).numbered, 3);
+
+    /* An eventcore-style writer appends version 4 behind kpbridge's back:
+     * the cached head (3) is stale, the next statement collides with the
+     * unique index and the flush is replayed through the trigger. */
+    kpbt_exec(conn, "INSERT INTO eventcore_events (event_id, stream_id,"
+                    " event_type, event_data) VALUES (gen_random_uuid(),"
+                    " 'a', 'Other', '{}')");
+    for (int i = 0; i < 3; i++)
+        add_event(b, conf, 0, off++, "a", -1, -1);
+    kpb_write_stats_t st = write_ok(w, b, 3);
+    cr_expect_eq(st.events, 3);
+    cr_expect_eq(st.dead, 0, "a lost race is not a dead letter");
+    cr_expect_eq(st.numbered, 0, "replayed through the trigger");
+
+    /* Its heads were forgotten: the statement looks them up again. */
+    for (int i = 0; i < 2; i++)
+        add_event(b, conf, 0, off++, "a", -1, -1);
+    cr_expect_eq(write_ok(w, b, 6).numbered, 2);
+
+    expect_gap_free_in_offset_order(conn);
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM eventcore_events"), 9);
+    cr_expect_eq(kpbt_int(conn, "SELECT stream_version FROM eventcore_events"
+                                " WHERE event_type = 'Other'"),
+                 4);
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM kpbridge_dead_letters"),
+                 0);
+    PQfinish(conn);
+    kpb_batcher_destroy(b);
+    kpb_writer_destroy(w);
+    kpb_config_destroy(conf);
+    free(ci);
+}
+
+Test(writer, statement_versioning_leaves_expected_versions_to_the_trigger,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("w_stmt_expect", 1);
+    kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
+    kpb_writer_t *w = connected(conf);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    add_event(b, conf, 0, 0, "a", -1, 0); /* a is empty: matches */
+    add_event(b, conf, 0, 1, "a", -1, -1);
+    add_event(b, conf, 0, 2, "z", -1, 5); /* z is empty too: conflict */
+    kpb_write_stats_t st = write_ok(w, b, -1);
+    cr_expect_eq(st.events, 2);
+    cr_expect_eq(st.dead, 1);
+    cr_expect_eq(st.numbered, 0);
+    PGconn *conn = kpbt_pg(ci);
+    cr_expect_eq(kpbt_int(conn, "SELECT count(*) FROM kpbridge_dead_letters"
+                                " WHERE reason = 'version_conflict'"),
+                 1);
+    expect_gap_free_in_offset_order(conn);
+    PQfinish(conn);
+    kpb_batcher_destroy(b);
+    kpb_writer_destroy(w);
+    kpb_config_destroy(conf);
+    free(ci);
+}
+
+Test(writer, statement_versioning_isolates_a_row_at_fault_through_the_trigger,
+     .timeout = 60) {
+    char *ci = kpbt_db_new("w_stmt_iso", 1);
+    kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
+    kpb_writer_t *w = connected(conf);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    for (int i = 0; i < 4; i++)
+        add_event(b, conf, 0, i, "s", -1, -1);
+    cr_expect_eq(write_ok(w, b, -1).numbered, 4);
+    /* the second flush reuses an event id of the first at its third row */
+    PGconn *conn = kpbt_pg(ci);
+    kpbt_exec(conn, "INSERT INTO eventcore_events (event_id, stream_id,"
+                    " event_type, event_data) VALUES"
+                    " ('cdcdcdcd-cdcd-cdcd-cdcd-cdcdcdcdcdcd', 'other', 'T',"
+                    " '{}')");
+    for (int i = 4; i < 9; i++)
+        add_event(b, conf, 0, i, "s", i == 6 ? 0xcd : -1, -1);
+    kpb_write_stats_t st = write_ok(w, b, 4);
+    cr_expect_eq(st.events, 4);
+    cr_expect_eq(st.dead, 1);
+    expect_gap_free_in_offset_order(conn);
+    cr_expect_eq(kpbt_int(conn, "SELECT max(stream_version) FROM"
+                                " eventcore_events WHERE stream_id = 's'"),
+                 8);
+    PQfinish(conn);
     kpb_batcher_destroy(b);
     kpb_writer_destroy(w);
     kpb_config_destroy(conf);
