@@ -52,6 +52,11 @@ struct kpb_writer_s {
     uint32_t *stamp; /* per stream, for expectations */
     size_t stamp_cap;
     int careful;     /* replaying with savepoints after a data error */
+    kpb_stmt_t *stmts; /* the current flush's statements */
+    uint32_t nstmt;
+    int send_rc;       /* kpb_writer_send(): -1 sent, else why not */
+    int awaiting;      /* a sent pipeline's results are unread */
+    uint32_t sent_dead;
     int has_expect;  /* the flush carries expected versions */
     uint32_t expect_gen;
     kpb_writer_hook_t *hook;
@@ -154,6 +159,7 @@ void kpb_writer_destroy(kpb_writer_t *w) {
     kpb_arena_fini(&w->pend_arena);
     free(w->stamp);
     free(w->sent);
+    free(w->stmts);
     free(w);
 }
 
@@ -163,8 +169,12 @@ void kpb_writer_set_hook(kpb_writer_t *w, kpb_writer_hook_t *hook,
     w->hook_opaque = opaque;
 }
 
+int kpb_writer_awaiting(const kpb_writer_t *w) { return w->awaiting; }
+
 int kpb_writer_ping(kpb_writer_t *w) {
     char err[512];
+    if (w->awaiting)
+        return 1; /* busy with a write: connected */
     if (kpb_writer_connected(w)) {
         PGresult *res = PQexec(w->conn, "SELECT 1");
         PQclear(res);
@@ -334,6 +344,10 @@ int kpb_writer_positions(kpb_writer_t *w, const char *topic,
                          const int32_t *partitions, int cnt, int64_t *next,
                          char *errstr, size_t errstr_size) {
     const char *params[2] = {w->conf->group_id, topic};
+    if (w->awaiting) {
+        snprintf(errstr, errstr_size, "a write is under way");
+        return -1;
+    }
     PGresult *res = PQexecParams(
         w->conn,
         "SELECT partition, next_offset FROM kpbridge_offsets"
@@ -783,14 +797,15 @@ static int pipeline_collect(kpb_writer_t *w, uint32_t *fenced,
 
 /* The common case in one round trip: BEGIN, the offsets, every statement,
  * the dead letters and COMMIT are sent as one pipeline, and the results are
- * read at the end.  Any failure aborts the rest of the pipeline, so nothing
- * commits; the caller then rolls back and takes the careful path.
- * Returns as pipeline_collect(). */
-static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
-                           const int64_t *from, const kpb_stmt_t *stmts,
-                           uint32_t nstmt, uint32_t *fenced,
-                           kpb_write_stats_t *st) {
+ * read at the end (pipeline_finish), possibly while the caller reads the
+ * next flush from Kafka.  Any failure aborts the rest of the pipeline, so
+ * nothing commits; the caller then rolls back and takes the careful path.
+ * Returns -1 when sent, else the failure's class (the connection is then
+ * closed: it is unusable mid-pipeline). */
+static int pipeline_send(kpb_writer_t *w, kpb_flush_t *f,
+                         const int64_t *from) {
     int rc;
+    uint32_t fenced_unused;
     /* Statements are prepared outside the pipeline, once per connection. */
     for (size_t t = 0; t < w->table_cnt; t++) {
         int *prepared = w->versioned ? &w->tables[t].vprepared
@@ -830,28 +845,34 @@ static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
         rc = run(w, "SET LOCAL eventcore.explicit_versions = on", 0, NULL,
                  NULL, NULL, PGRES_COMMAND_OK);
     if (rc == -1)
-        rc = write_offsets(w, f, from, fenced);
-    for (uint32_t s = 0; s < nstmt && rc == -1; s++) {
-        uint32_t n = flatten(w, f, &stmts[s]);
-        rc = insert_rows(w, f, table_of(w, f->batches[stmts[s].first].table),
+        rc = write_offsets(w, f, from, &fenced_unused);
+    for (uint32_t s = 0; s < w->nstmt && rc == -1; s++) {
+        uint32_t n = flatten(w, f, &w->stmts[s]);
+        rc = insert_rows(w, f, table_of(w, f->batches[w->stmts[s].first].table),
                          0, n);
     }
     kpb_write_stats_t dead_st = {0};
     if (rc == -1)
         rc = write_dead(w, f, &dead_st);
+    w->sent_dead = dead_st.dead;
     if (rc == -1)
         rc = run(w, "COMMIT", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
     w->pipelined = 0;
     if (rc != -1 || !PQpipelineSync(w->conn)) {
-        /* A send failed: the connection is unusable mid-pipeline. */
         PQfinish(w->conn);
         w->conn = NULL;
         drop_names(w);
         return KPB_SQL_TRANSIENT;
     }
-    rc = pipeline_collect(w, fenced, st);
+    return -1;
+}
+
+/* Reads what pipeline_send() sent.  Returns as pipeline_collect(). */
+static int pipeline_finish(kpb_writer_t *w, uint32_t *fenced,
+                           kpb_write_stats_t *st) {
+    int rc = pipeline_collect(w, fenced, st);
     if (rc == -1) {
-        st->dead = dead_st.dead;
+        st->dead = w->sent_dead;
         for (size_t i = 0; i < w->pend_cnt; i++)
             kpb_heads_put(w->heads, w->pend[i].table, w->pend[i].sid,
                           w->pend[i].sid_len, w->pend[i].head);
@@ -865,35 +886,9 @@ static int write_pipelined(kpb_writer_t *w, kpb_flush_t *f,
     return rc;
 }
 
-kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
-                                const int64_t *from, uint32_t *fenced,
-                                kpb_write_stats_t *stats, char *errstr,
-                                size_t errstr_size) {
-    kpb_stmt_t *stmts = NULL;
-    uint32_t nstmt = 0;
-    kpb_write_rc_t ret = KPB_WRITE_OK;
-    int rc;
-
-    memset(stats, 0, sizeof(*stats));
-    if (!kpb_writer_connected(w)) {
-        snprintf(errstr, errstr_size, "not connected to PostgreSQL");
-        return KPB_WRITE_TRANSIENT;
-    }
-    need_rows(w, f);
-    w->has_expect = 0;
-    for (uint32_t i = 0; i < f->batch_cnt && !w->has_expect; i++)
-        w->has_expect = f->items[f->batches[i].first].ev.expected_version >= 0;
-    nstmt = kpb_insert_plan(f, (uint32_t)w->conf->max_events, &stmts);
-    w->careful = 0;
-    /* Expected versions are the trigger's to check: such a flush is
-     * numbered by the trigger, as is every careful replay. */
-    w->versioned = w->heads && !w->has_expect;
-    int learned = 0;
-
-again:
-    memset(stats, 0, sizeof(*stats));
-    /* Refusals of an earlier try are forgotten: a retried flush asks the
-     * database again, and a refused row must not be written twice. */
+/* Forgets the refusals of an earlier try: a retried flush asks the database
+ * again, and a refused row must not be written twice. */
+static void forget_refusals(kpb_flush_t *f) {
     for (uint32_t i = 0; i < f->item_cnt; i++) {
         if (f->items[i].sqlstate) {
             f->items[i].reason = KPB_REASON_NONE;
@@ -901,15 +896,86 @@ again:
             f->items[i].detail = NULL;
         }
     }
-    /* The dead-letter topic must be confirmed before COMMIT, which a
-     * pipeline sends up front: flushes with dead letters and that hook take
-     * the statement-by-statement path. */
-    if (!w->careful && !(w->hook && f->dead_cnt)) {
-        rc = write_pipelined(w, f, from, stmts, nstmt, fenced, stats);
+}
+
+static void prepare(kpb_writer_t *w, kpb_flush_t *f) {
+    need_rows(w, f);
+    w->has_expect = 0;
+    for (uint32_t i = 0; i < f->batch_cnt && !w->has_expect; i++)
+        w->has_expect = f->items[f->batches[i].first].ev.expected_version >= 0;
+    free(w->stmts);
+    w->nstmt = kpb_insert_plan(f, (uint32_t)w->conf->max_events, &w->stmts);
+    w->careful = 0;
+    /* Expected versions are the trigger's to check: such a flush is
+     * numbered by the trigger, as is every careful replay. */
+    w->versioned = w->heads && !w->has_expect;
+    forget_refusals(f);
+}
+
+/* The dead-letter topic must be confirmed before COMMIT, which a pipeline
+ * sends up front: flushes with dead letters and that hook take the
+ * statement-by-statement path. */
+static int may_pipeline(const kpb_writer_t *w, const kpb_flush_t *f) {
+    return !(w->hook && f->dead_cnt);
+}
+
+#define NOT_SENT (-3)
+
+static kpb_write_rc_t complete(kpb_writer_t *w, kpb_flush_t *f,
+                               const int64_t *from, int rc, uint32_t *fenced,
+                               kpb_write_stats_t *stats, char *errstr,
+                               size_t errstr_size);
+
+int kpb_writer_send(kpb_writer_t *w, kpb_flush_t *f, const int64_t *from) {
+    if (w->awaiting || !kpb_writer_connected(w) || !may_pipeline(w, f))
+        return 0;
+    prepare(w, f);
+    w->send_rc = pipeline_send(w, f, from);
+    w->awaiting = 1;
+    return 1;
+}
+
+kpb_write_rc_t kpb_writer_finish(kpb_writer_t *w, kpb_flush_t *f,
+                                 const int64_t *from, uint32_t *fenced,
+                                 kpb_write_stats_t *stats, char *errstr,
+                                 size_t errstr_size) {
+    memset(stats, 0, sizeof(*stats));
+    int rc = w->send_rc;
+    w->awaiting = 0;
+    if (rc == -1)
+        rc = pipeline_finish(w, fenced, stats);
+    return complete(w, f, from, rc, fenced, stats, errstr, errstr_size);
+}
+
+kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
+                                const int64_t *from, uint32_t *fenced,
+                                kpb_write_stats_t *stats, char *errstr,
+                                size_t errstr_size) {
+    if (kpb_writer_send(w, f, from))
+        return kpb_writer_finish(w, f, from, fenced, stats, errstr,
+                                 errstr_size);
+    memset(stats, 0, sizeof(*stats));
+    if (!kpb_writer_connected(w)) {
+        snprintf(errstr, errstr_size, "not connected to PostgreSQL");
+        return KPB_WRITE_TRANSIENT;
+    }
+    prepare(w, f);
+    return complete(w, f, from, NOT_SENT, fenced, stats, errstr, errstr_size);
+}
+
+/* Takes a write from the pipelined attempt's outcome @p rc (NOT_SENT: none
+ * was made) to its end: done, fenced, failed, or replayed statement by
+ * statement after a data error. */
+static kpb_write_rc_t complete(kpb_writer_t *w, kpb_flush_t *f,
+                               const int64_t *from, int rc, uint32_t *fenced,
+                               kpb_write_stats_t *stats, char *errstr,
+                               size_t errstr_size) {
+    kpb_write_rc_t ret = KPB_WRITE_OK;
+    int learned = 0;
+    if (rc != NOT_SENT) {
         learned = rc == -1 && w->versioned;
         if (learned)
             stats->numbered = stats->events;
-        w->versioned = 0;
         if (rc == -1)
             goto out;
         if (rc == -2) {
@@ -931,8 +997,10 @@ again:
                  w->errstate_buf, w->errmsg);
         rollback(w);
         w->careful = 1;
-        memset(stats, 0, sizeof(*stats));
     }
+again:
+    memset(stats, 0, sizeof(*stats));
+    forget_refusals(f);
     w->versioned = 0; /* the statement-by-statement path leaves it to the
                          trigger: it may drop rows out of a batch */
     if ((rc = run(w, "BEGIN", 0, NULL, NULL, NULL, PGRES_COMMAND_OK)) != -1) {
@@ -957,9 +1025,9 @@ again:
         goto out;
     }
 
-    for (uint32_t s = 0; s < nstmt; s++) {
-        uint32_t n = flatten(w, f, &stmts[s]);
-        const kpb_sbatch_t *sb0 = &f->batches[stmts[s].first];
+    for (uint32_t s = 0; s < w->nstmt; s++) {
+        uint32_t n = flatten(w, f, &w->stmts[s]);
+        const kpb_sbatch_t *sb0 = &f->batches[w->stmts[s].first];
         qname_t *qtable = table_of(w, sb0->table);
         if (!w->careful) {
             rc = insert_rows(w, f, qtable, 0, n);
@@ -1006,6 +1074,5 @@ out:
     w->versioned = 0;
     if (w->heads && !learned)
         forget_heads(w, f);
-    free(stmts);
     return ret;
 }

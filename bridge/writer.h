@@ -119,4 +119,28 @@ kpb_write_rc_t kpb_writer_write(kpb_writer_t *w, kpb_flush_t *f,
                                 kpb_write_stats_t *stats, char *errstr,
                                 size_t errstr_size);
 
+/**
+ * @brief Starts writing @p f without waiting for the database: the common
+ *        case goes out as one pipeline, and the caller may read Kafka while
+ *        PostgreSQL works.  @p f and @p from must stay as they are until
+ *        kpb_writer_finish(); nothing else may use the writer meanwhile.
+ * @returns 1 when under way (finish it with kpb_writer_finish()), 0 when
+ *          this flush must be written with kpb_writer_write() instead (not
+ *          connected, or it needs the before-COMMIT hook).
+ */
+int kpb_writer_send(kpb_writer_t *w, kpb_flush_t *f, const int64_t *from);
+
+/**
+ * @brief Waits for the write kpb_writer_send() started and takes it to its
+ *        end as kpb_writer_write() would (replaying it statement by
+ *        statement after a data error).  Same results as kpb_writer_write().
+ */
+kpb_write_rc_t kpb_writer_finish(kpb_writer_t *w, kpb_flush_t *f,
+                                 const int64_t *from, uint32_t *fenced,
+                                 kpb_write_stats_t *stats, char *errstr,
+                                 size_t errstr_size);
+
+/** @brief Whether a write is under way (sent, not finished). */
+int kpb_writer_awaiting(const kpb_writer_t *w);
+
 #endif
