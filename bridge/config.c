@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
 #include <yaml.h>
 
 /* The most keys any one mapping of the schema has (a topic has 7). */
@@ -642,6 +643,33 @@ static int cfg_kafka(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
     return 0;
 }
 
+/*
+ * The conninfo is checked here, once, with libpq's own parser: its message
+ * for a malformed string quotes the offending word, which may hold the
+ * password (a URI behind a blank is one such word), so it is not repeated.
+ * Blanks around the value are dropped first; libpq would refuse a URI
+ * behind them.
+ */
+static int cfg_conninfo(kpb_cfgp_t *p, const yaml_node_t *node, char *ci) {
+    size_t n = strlen(ci), lead = 0;
+    while (lead < n && strchr(" \t\r\n", ci[lead]))
+        lead++;
+    while (n > lead && strchr(" \t\r\n", ci[n - 1]))
+        n--;
+    memmove(ci, ci + lead, n - lead);
+    ci[n - lead] = '\0';
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(ci, &err);
+    PQfreemem(err);
+    if (!opts)
+        return cfg_fail(p, node->start_mark, "postgres.conninfo",
+                        "not a libpq connection string (a URI, or "
+                        "key=value words); the value is not shown, it may "
+                        "hold a password");
+    PQconninfoFree(opts);
+    return 0;
+}
+
 static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
                         kpb_config_t *conf) {
     static const char *const names[] = {"conninfo", "give_up_after_s",
@@ -664,7 +692,9 @@ static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
     }
     if (!map.val[0])
         return cfg_missing(p, node, key, "postgres", "conninfo");
-    return cfg_nonempty(p, map.val[0], "postgres.conninfo", &conf->conninfo);
+    if (cfg_nonempty(p, map.val[0], "postgres.conninfo", &conf->conninfo))
+        return -1;
+    return cfg_conninfo(p, map.val[0], conf->conninfo);
 }
 
 /*

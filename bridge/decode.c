@@ -157,12 +157,72 @@ static int j_string(jscan_t *s) {
     return j_fail(s, KPB_REASON_INVALID_JSON, "unterminated string");
 }
 
+/*
+ * jsonb keeps numbers as numeric, which refuses some that RFC 8259 allows,
+ * with "value overflows numeric format" (SQLSTATE 22003).  Letting them
+ * through costs a failed statement and a bisection per record, so they are
+ * refused here, at exactly numeric's limits, measured with 'X'::jsonb on
+ * PostgreSQL 15.18:
+ *   - the first significant digit sits at 10^131071 at most (the weight is
+ *     an int16 count of base-10000 digits): 1e131071, 9.999e131071,
+ *     10e131070, 0.5e131072 and a 131072-digit integer are taken; 1e131072,
+ *     10e131071, 0.5e131073 and a 131073-digit integer are refused;
+ *   - the digits after the point as written (trailing zeros count), less
+ *     the exponent, are 16383 at most (the display scale is 14 bits), zero
+ *     included: 1e-16383, 1.000e-16380, 0e-16383 and a 16383-digit fraction
+ *     are taken; 1e-16384, 1.000e-16381, 10e-16384, 0e-16384 and a
+ *     16384-digit fraction are refused;
+ *   - an exponent of INT_MAX / 2 or more either way is refused before
+ *     either check: 0e1073741822 is taken, 0e1073741823 refused.
+ */
+#define J_NUMERIC_MAX_WEIGHT 131071
+#define J_NUMERIC_MAX_SCALE 16383
+#define J_NUMERIC_MAX_EXPONENT 1073741822
+
 #define J_DIGIT(p, e) ((p) < (e) && *(p) >= '0' && *(p) <= '9')
+
+/* The exponent's digits at *pp, as many as the record holds: past
+ * numeric's limit the value stays one above it, which is refused alike. */
+static int64_t j_exponent(const char **pp, const char *e) {
+    const char *p = *pp;
+    int64_t exp = 0;
+    while (J_DIGIT(p, e)) {
+        if (exp <= J_NUMERIC_MAX_EXPONENT)
+            exp = exp * 10 + (*p - '0');
+        p++;
+    }
+    *pp = p;
+    return exp > J_NUMERIC_MAX_EXPONENT ? J_NUMERIC_MAX_EXPONENT + 1 : exp;
+}
+
+/* Whether numeric takes the digits ip[0..in).fp[0..fn) times 10^exp; see
+ * above.  in >= 1, and ip is "0" or starts with a significant digit. */
+static int j_numeric_fits(const char *ip, size_t in, const char *fp, size_t fn,
+                          int64_t exp) {
+    if (exp > J_NUMERIC_MAX_EXPONENT || exp < -J_NUMERIC_MAX_EXPONENT)
+        return 0;
+    /* digit counts are sizes of one buffer: far below 2^63, no overflow */
+    if ((int64_t)fn - exp > J_NUMERIC_MAX_SCALE)
+        return 0;
+    int64_t lead; /* the power of ten of the first significant digit */
+    if (*ip != '0') {
+        lead = (int64_t)in - 1;
+    } else {
+        size_t i = 0;
+        while (i < fn && fp[i] == '0')
+            i++;
+        if (i == fn)
+            return 1; /* zero has no weight */
+        lead = -(int64_t)i - 1;
+    }
+    return lead + exp <= J_NUMERIC_MAX_WEIGHT;
+}
 
 static int j_number(jscan_t *s) {
     const char *p = s->p, *e = s->end;
     if (p < e && *p == '-')
         p++;
+    const char *ip = p;
     if (J_DIGIT(p, e) && *p == '0') {
         p++;
     } else if (J_DIGIT(p, e)) {
@@ -171,22 +231,31 @@ static int j_number(jscan_t *s) {
     } else {
         return j_fail(s, KPB_REASON_INVALID_JSON, "invalid number");
     }
+    size_t in = (size_t)(p - ip), fn = 0;
+    const char *fp = p;
     if (p < e && *p == '.') {
-        p++;
+        fp = ++p;
         if (!J_DIGIT(p, e))
             return j_fail(s, KPB_REASON_INVALID_JSON, "invalid number");
         while (J_DIGIT(p, e))
             p++;
+        fn = (size_t)(p - fp);
     }
+    int64_t exp = 0;
     if (p < e && (*p == 'e' || *p == 'E')) {
         p++;
+        int neg = p < e && *p == '-';
         if (p < e && (*p == '+' || *p == '-'))
             p++;
         if (!J_DIGIT(p, e))
             return j_fail(s, KPB_REASON_INVALID_JSON, "invalid number");
-        while (J_DIGIT(p, e))
-            p++;
+        exp = j_exponent(&p, e);
+        if (neg)
+            exp = -exp;
     }
+    if (!j_numeric_fits(ip, in, fp, fn, exp))
+        return j_fail(s, KPB_REASON_INVALID_JSON,
+                      "number out of jsonb's (numeric's) range");
     s->p = p;
     return 0;
 }

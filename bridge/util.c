@@ -395,48 +395,74 @@ static int uri_key_is_password(const char *k, size_t n) {
     return w == sizeof(want) - 1;
 }
 
+static int uri_prefixed(const char *s) {
+    return !strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11);
+}
+
+/* Masks a URI conninfo, s being all of it (any leading blanks included). */
+static void mask_uri(kpb_buf_t *b, const char *s) {
+    const char *auth = strstr(s, "://") + 3;
+    /* As libpq: user info is whatever precedes an '@' met before the
+     * first '/'; a '?' does not end it (a password may hold one). */
+    const char *at = strpbrk(auth, "@/");
+    const char *colon = NULL;
+    if (at && *at == '@') {
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    }
+    if (colon) {
+        kpb_buf_append(b, s, (size_t)(colon - s) + 1);
+        kpb_buf_puts(b, "****");
+        s = at;
+    } else if (at && *at == '@') {
+        /* A user name may hold a '?' too: the query starts after it. */
+        kpb_buf_append(b, s, (size_t)(at - s));
+        s = at;
+    }
+    /* A password can also hide in the query string. */
+    const char *q = strchr(s, '?');
+    if (!q) {
+        kpb_buf_puts(b, s);
+        return;
+    }
+    kpb_buf_append(b, s, (size_t)(q - s));
+    s = q;
+    while (*s) {
+        const char *amp = strchr(s + 1, '&');
+        size_t seg = amp ? (size_t)(amp - s) : strlen(s);
+        const char *eq = memchr(s + 1, '=', seg ? seg - 1 : 0);
+        if (eq && uri_key_is_password(s + 1, (size_t)(eq - s - 1))) {
+            kpb_buf_append(b, s, (size_t)(eq - s) + 1);
+            kpb_buf_puts(b, "****");
+        } else {
+            kpb_buf_append(b, s, seg);
+        }
+        s += seg;
+    }
+}
+
+/*
+ * libpq takes a URI only when its prefix opens the string: behind blanks it
+ * reads key=value, meets one word without '=' and refuses the string, which
+ * the bridge then prints in "cannot connect to ...".  A person still reads a
+ * URI there, so it is masked as one; and as key=value masking finds no
+ * password in that word, the masked text goes through it as well, hiding a
+ * "password=" that follows the URI, as that reading would.
+ */
 void kpb_mask_conninfo(const char *conninfo, char *out, size_t out_size) {
     kpb_buf_t b;
     kpb_buf_init(&b);
     const char *s = conninfo ? conninfo : "";
-    if (!strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11)) {
-        const char *auth = strstr(s, "://") + 3;
-        /* As libpq: user info is whatever precedes an '@' met before the
-         * first '/'; a '?' does not end it (a password may hold one). */
-        const char *at = strpbrk(auth, "@/");
-        const char *colon = NULL;
-        if (at && *at == '@') {
-            colon = memchr(auth, ':', (size_t)(at - auth));
-        }
-        if (colon) {
-            kpb_buf_append(&b, s, (size_t)(colon - s) + 1);
-            kpb_buf_puts(&b, "****");
-            s = at;
-        } else if (at && *at == '@') {
-            /* A user name may hold a '?' too: the query starts after it. */
-            kpb_buf_append(&b, s, (size_t)(at - s));
-            s = at;
-        }
-        /* A password can also hide in the query string. */
-        const char *q = strchr(s, '?');
-        if (q) {
-            kpb_buf_append(&b, s, (size_t)(q - s));
-            s = q;
-            while (*s) {
-                const char *amp = strchr(s + 1, '&');
-                size_t seg = amp ? (size_t)(amp - s) : strlen(s);
-                const char *eq = memchr(s + 1, '=', seg ? seg - 1 : 0);
-                if (eq && uri_key_is_password(s + 1, (size_t)(eq - s - 1))) {
-                    kpb_buf_append(&b, s, (size_t)(eq - s) + 1);
-                    kpb_buf_puts(&b, "****");
-                } else {
-                    kpb_buf_append(&b, s, seg);
-                }
-                s += seg;
-            }
-        } else {
-            kpb_buf_puts(&b, s);
-        }
+    const char *t = s;
+    while (conn_space(*t))
+        t++;
+    if (t == s && uri_prefixed(s)) {
+        mask_uri(&b, s);
+    } else if (uri_prefixed(t)) {
+        kpb_buf_t uri;
+        kpb_buf_init(&uri);
+        mask_uri(&uri, s);
+        mask_keyvalue(&b, uri.data ? uri.data : "");
+        kpb_buf_fini(&uri);
     } else {
         mask_keyvalue(&b, s);
     }

@@ -383,6 +383,26 @@ Test(config, rejects_an_unknown_log_level) {
                "9:10: log.level: expected error, warn, info or debug");
 }
 
+Test(config, trims_blanks_around_the_conninfo) {
+    kpb_config_t *conf = parse_ok("kafka:\n  brokers: b\n"
+                                  "postgres:\n  conninfo: \" postgresql://u:"
+                                  "pw@h/db\\t\"\n"
+                                  "topics:\n  - name: t\n"
+                                  "    event_type: const:T\n");
+    cr_expect_str_eq(conf->conninfo, "postgresql://u:pw@h/db");
+    kpb_config_destroy(conf);
+}
+
+/* libpq's own message would quote the word holding the password. */
+Test(config, refuses_a_malformed_conninfo_without_showing_it) {
+    parse_fails("kafka:\n  brokers: b\n"
+                "postgres:\n  conninfo: \"host=db postgresql://u:s3cret@h\"\n"
+                "topics:\n  - name: t\n    event_type: const:T\n",
+                "test.yaml:4:13: postgres.conninfo: not a libpq connection "
+                "string (a URI, or key=value words); the value is not shown, "
+                "it may hold a password");
+}
+
 Test(config, rejects_an_unknown_versioning) {
     load_fails("bad_versioning.yaml",
                "4:15: postgres.versioning: expected trigger or statement");
@@ -435,7 +455,7 @@ Test(config, rejects_a_duplicate_topic_name) {
 
 Test(config, rejects_a_topic_name_kafka_would_read_as_a_regex) {
     parse_fails("kafka:\n  brokers: b\n"
-                "postgres:\n  conninfo: c\n"
+                "postgres:\n  conninfo: host=c\n"
                 "topics:\n  - name: \"^orders.*\"\n",
                 "test.yaml:6:11: topics[0].name: expected a Kafka topic name "
                 "(1 to 249 characters of a-z A-Z 0-9 . _ -)");

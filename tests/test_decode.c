@@ -646,6 +646,98 @@ Test(decode, refuses_invalid_json) {
     }
 }
 
+/*
+ * Numbers jsonb's numeric refuses ("value overflows numeric format"), as
+ * measured on PostgreSQL 15: a first significant digit past 10^131071, more
+ * than 16383 digits after the point once the exponent is applied (trailing
+ * zeros count), or an exponent of +-1073741823 or more, zero included.
+ */
+Test(decode, refuses_numbers_outside_what_numeric_takes) {
+    const char *bad[] = {"1e1000000",     "-1e-1000000",  "1e131072",
+                         "1e+131072",     "-1e131072",    "10e131071",
+                         "12.5e131071",   "0.5e131073",   "1e-16384",
+                         "0.1e-16383",    "1.000e-16381", "10e-16384",
+                         "100e-16385",    "0e-16384",     "0e1073741823",
+                         "0e-1073741823", "[1,1e131072]", "{\"a\":1e-16384}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set_value(bad[i]);
+        kpb_reason_t r = decode();
+        cr_assert_eq(r, KPB_REASON_INVALID_JSON, "'%s': %s (%s)", bad[i],
+                     kpb_reason_name(r), detail);
+    }
+}
+
+/* Exponent digits are as many as the producer wrote: 2^64 + 1 must not wrap
+ * around to 1, and leading zeros do not make an exponent large. */
+Test(decode, reads_exponents_of_any_length_without_overflow) {
+    set_value("1e18446744073709551617");
+    ASSERT_REFUSED(KPB_REASON_INVALID_JSON);
+    set_value("0e999999999999999999999999");
+    ASSERT_REFUSED(KPB_REASON_INVALID_JSON);
+    set_value("1e-99999999999999999999999999");
+    ASSERT_REFUSED(KPB_REASON_INVALID_JSON);
+    set_value("1e00000000000000000000000000000000000000000131071");
+    ASSERT_OK();
+    set_value("0e-0000000000000000000000000000000000000000016383");
+    ASSERT_OK();
+}
+
+/* The same limits reached by digits alone: a 131073-digit integer, and a
+ * 16384-digit fraction. */
+Test(decode, refuses_numbers_with_too_many_digits_for_numeric) {
+    enum { INT_DIGITS = 131073, FRAC_DIGITS = 16384 };
+    char *v = malloc(INT_DIGITS + 3);
+    memset(v, '9', INT_DIGITS);
+    v[INT_DIGITS] = '\0';
+    set_value(v);
+    ASSERT_REFUSED(KPB_REASON_INVALID_JSON);
+    v[0] = '0';
+    v[1] = '.';
+    memset(v + 2, '0', FRAC_DIGITS);
+    v[2 + FRAC_DIGITS - 1] = '1';
+    v[2 + FRAC_DIGITS] = '\0';
+    set_value(v);
+    ASSERT_REFUSED(KPB_REASON_INVALID_JSON);
+    free(v);
+}
+
+/* Each one a step inside a boundary above, and accepted by PostgreSQL 15. */
+Test(decode, takes_numbers_at_the_edges_of_what_numeric_takes) {
+    const char *good[] = {
+        "1e100",        "123.456e-300",   "0e99999999",
+        "0e1073741822", "-0e+1073741822", "1e131071",
+        "1E+131071",    "-1e131071",      "9.999e131071",
+        "10e131070",    "0.5e131072",     "0.001e131074",
+        "1e-16383",     "-1e-16383",      "0.1e-16382",
+        "1.5e-16382",   "1.000e-16380",   "10e-16383",
+        "0e-16383",     "9.9999e-16379",  "[1e131071,{\"a\":1e-16383}]"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        set_value(good[i]);
+        kpb_reason_t r = decode();
+        cr_assert_eq(r, KPB_REASON_NONE, "'%s': %s (%s)", good[i],
+                     kpb_reason_name(r), detail);
+    }
+    enum { INT_DIGITS = 131072, FRAC_DIGITS = 16383 };
+    char *v = malloc(INT_DIGITS + 4);
+    memset(v, '9', INT_DIGITS);
+    memcpy(v + INT_DIGITS, ".5", 3); /* fraction digits do not add weight */
+    set_value(v);
+    ASSERT_OK();
+    v[0] = '0';
+    v[1] = '.';
+    memset(v + 2, '0', FRAC_DIGITS);
+    v[2 + FRAC_DIGITS - 1] = '1';
+    v[2 + FRAC_DIGITS] = '\0';
+    set_value(v);
+    ASSERT_OK();
+    /* a positive exponent takes digits back from the fraction */
+    memset(v + 2, '0', FRAC_DIGITS + 1);
+    memcpy(v + 2 + FRAC_DIGITS + 1, "e1", 3);
+    set_value(v);
+    ASSERT_OK();
+    free(v);
+}
+
 Test(decode, refuses_json_nested_too_deeply) {
     enum { DEPTH = 5000 };
     char *v = malloc(2 * DEPTH + 1);

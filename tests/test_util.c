@@ -175,6 +175,29 @@ Test(mask_conninfo, hides_the_password_of_a_uri_query) {
                      "postgresql://db/events?password=****");
 }
 
+/* libpq refuses a URI behind blanks (it only looks for the prefix at the
+ * very start), so the bridge prints it in "cannot connect to ...": read as
+ * key=value it is one word without '=', and its password used to show. */
+Test(mask_conninfo, hides_the_password_of_a_uri_after_leading_blanks) {
+    const char *out = masked(" postgresql://u:pw@h/db");
+    cr_assert_str_eq(out, " postgresql://u:****@h/db");
+    cr_assert_null(strstr(out, "pw"));
+    out = masked("\tpostgres://u:s3cret@h");
+    cr_assert_str_eq(out, "\tpostgres://u:****@h");
+    cr_assert_null(strstr(out, "s3cret"));
+    out = masked(" \n postgresql://db/events?user=u&password=s3cret");
+    cr_assert_str_eq(out, " \n postgresql://db/events?user=u&password=****");
+    cr_assert_null(strstr(out, "s3cret"));
+}
+
+/* Refused by libpq either way, so a password that key=value reading finds
+ * after the URI is hidden too. */
+Test(mask_conninfo, hides_a_key_value_password_after_a_blank_led_uri) {
+    const char *out = masked(" postgresql://u@h/db password=s3cret");
+    cr_assert_str_eq(out, " postgresql://u@h/db password=****");
+    cr_assert_null(strstr(out, "s3cret"));
+}
+
 Test(mask_conninfo, leaves_a_uri_without_password_unchanged) {
     const char *in = "postgresql://bridge@db:5432/events?sslmode=require";
     cr_assert_str_eq(masked(in), in);

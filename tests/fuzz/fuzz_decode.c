@@ -191,26 +191,60 @@ static int fd_digits(fd_json_t *j) {
     return j->p > s;
 }
 
+/* jsonb's numeric refuses a first significant digit past 10^131071, more
+ * than 16383 fraction digits once the exponent is applied, and exponents of
+ * 1073741823 or more either way (measured on PostgreSQL 15). */
 static int fd_number(fd_json_t *j) {
+    const unsigned char *ip, *fp = NULL, *fe = NULL, *xp;
+    long long in, fn = 0, exp = 0, lead;
+    int neg = 0;
+
     if (*j->p == '-')
         j->p++;
+    ip = j->p;
     if (j->p < j->e && *j->p == '0')
         j->p++;
     else if (!fd_digits(j))
         return 0;
+    in = j->p - ip;
     if (j->p < j->e && *j->p == '.') {
-        j->p++;
+        fp = ++j->p;
         if (!fd_digits(j))
             return 0;
+        fe = j->p;
+        fn = fe - fp;
     }
     if (j->p < j->e && (*j->p == 'e' || *j->p == 'E')) {
         j->p++;
         if (j->p < j->e && (*j->p == '+' || *j->p == '-'))
-            j->p++;
+            neg = *j->p++ == '-';
+        xp = j->p;
         if (!fd_digits(j))
             return 0;
+        while (xp < j->p - 1 && *xp == '0')
+            xp++;
+        if (j->p - xp > 10)
+            return 0;
+        for (; xp < j->p; xp++)
+            exp = exp * 10 + (*xp - '0');
+        if (exp >= 1073741823)
+            return 0;
+        if (neg)
+            exp = -exp;
     }
-    return 1;
+    if (fn - exp > 16383)
+        return 0;
+    if (*ip != '0')
+        lead = in - 1;
+    else {
+        const unsigned char *q = fp;
+        while (q && q < fe && *q == '0')
+            q++;
+        if (!q || q == fe)
+            return 1; /* zero */
+        lead = -(q - fp) - 1;
+    }
+    return lead + exp <= 131071;
 }
 
 static int fd_word(fd_json_t *j, const char *w) {
