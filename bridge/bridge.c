@@ -29,6 +29,9 @@ typedef struct kpb_bridge_s {
     int failed; /* a fatal error: stop with exit code 1 */
     int paused; /* every partition paused while the database is away */
     kpb_flush_t *inflight; /* the flush being written or retried */
+    kpb_flush_t *sent;     /* a flush whose write is under way, unread */
+    int64_t *sent_from;    /* its partitions' stored offsets when sent */
+    int64_t sent_t0;
     int64_t failing_since; /* monotonic ms of the first failure, or -1 */
     uint64_t consumed, written, dead, flushes, retries, fenced;
     int64_t progress_at;       /* when progress was last reported */
@@ -242,21 +245,30 @@ static void rewind_partitions(kpb_bridge_t *b, const kpb_flush_t *f) {
     }
 }
 
-/* Writes everything buffered in one transaction, retrying transient
- * failures.  Returns 0 when written (or there was nothing), -1 when not
- * written: b->failed is then set unless the caller may carry on. */
-static int flush(kpb_bridge_t *b, flush_mode_t mode) {
-    kpb_flush_t *f = kpb_batcher_take(b->batcher);
-    if (!f)
-        return 0;
+static int64_t *stored_from(kpb_bridge_t *b, const kpb_flush_t *f) {
+    int64_t *from = kpb_xmalloc((f->part_cnt ? f->part_cnt : 1) *
+                                sizeof(*from));
+    for (uint32_t i = 0; i < f->part_cnt; i++)
+        from[i] = kpb_offsets_find(&b->offsets, f->parts[i].topic,
+                                   f->parts[i].partition)
+                      ->from;
+    return from;
+}
+
+/* Writes @p f in one transaction, retrying transient failures, and frees
+ * it.  With @p sent_from, its write was sent already (kpb_writer_send())
+ * with those positions, and the first try reads its outcome.  Returns 0
+ * when written (or nothing was left), -1 when not written: b->failed is
+ * then set unless the caller may carry on. */
+static int write_flush(kpb_bridge_t *b, kpb_flush_t *f, flush_mode_t mode,
+                       int64_t *sent_from, int64_t t0) {
     b->inflight = f;
     int attempt = 0, rc = -1;
     char err[1024] = "", last_err[1024] = "";
-    int64_t t0 = kpb_now_ms();
     for (;;) {
         /* Partitions revoked while this flush waited are not ours to
-         * write any more. */
-        for (uint32_t i = 0; i < f->part_cnt;) {
+         * write any more (a write already sent had them all). */
+        for (uint32_t i = 0; !sent_from && i < f->part_cnt;) {
             if (kpb_offsets_find(&b->offsets, f->parts[i].topic,
                                  f->parts[i].partition)) {
                 i++;
@@ -266,22 +278,22 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
                                      f->parts[i].partition,
                                      b->conf->max_events);
         }
-        if (f->item_cnt == 0) {
+        if (!sent_from && f->item_cnt == 0) {
             rc = 0;
             break;
         }
-        int64_t *from = kpb_xmalloc(f->part_cnt * sizeof(*from));
-        for (uint32_t i = 0; i < f->part_cnt; i++)
-            from[i] = kpb_offsets_find(&b->offsets, f->parts[i].topic,
-                                       f->parts[i].partition)
-                          ->from;
+        int64_t *from = sent_from ? sent_from : stored_from(b, f);
         kpb_write_stats_t st;
         uint32_t fenced = 0;
         kpb_write_rc_t wrc = KPB_WRITE_TRANSIENT;
-        if (kpb_writer_connect(b->writer, err, sizeof(err)) == 0)
+        if (sent_from)
+            wrc = kpb_writer_finish(b->writer, f, from, &fenced, &st, err,
+                                    sizeof(err));
+        else if (kpb_writer_connect(b->writer, err, sizeof(err)) == 0)
             wrc = kpb_writer_write(b->writer, f, from, &fenced, &st, err,
                                    sizeof(err));
         free(from);
+        sent_from = NULL;
         if (wrc == KPB_WRITE_OK) {
             for (uint32_t i = 0; i < f->part_cnt; i++)
                 kpb_offsets_written(&b->offsets, f->parts[i].topic,
@@ -365,6 +377,43 @@ static int flush(kpb_bridge_t *b, flush_mode_t mode) {
     return rc;
 }
 
+/* Reads the outcome of the write under way, if any (see flush()). */
+static int finish_sent(kpb_bridge_t *b, flush_mode_t mode) {
+    kpb_flush_t *f = b->sent;
+    if (!f)
+        return 0;
+    int64_t *from = b->sent_from;
+    b->sent = NULL;
+    b->sent_from = NULL;
+    return write_flush(b, f, mode, from, b->sent_t0);
+}
+
+/* Writes everything buffered in one transaction.  While running, the write
+ * is only sent: the loop reads the next flush from Kafka while PostgreSQL
+ * works, and this write's outcome is read when the next flush is due, when
+ * a poll comes back empty, or before anything else needs the connection
+ * (rebalance, shutdown).  One write is under way at most, so positions
+ * still advance strictly in order.  Returns as write_flush(). */
+static int flush(kpb_bridge_t *b, flush_mode_t mode) {
+    if (finish_sent(b, mode))
+        return -1;
+    kpb_flush_t *f = kpb_batcher_take(b->batcher);
+    if (!f)
+        return 0;
+    int64_t t0 = kpb_now_ms();
+    if (mode == FLUSH_RUN && kpb_writer_connected(b->writer)) {
+        int64_t *from = stored_from(b, f);
+        if (kpb_writer_send(b->writer, f, from)) {
+            b->sent = f;
+            b->sent_from = from;
+            b->sent_t0 = t0;
+            return 0;
+        }
+        free(from);
+    }
+    return write_flush(b, f, mode, NULL, t0);
+}
+
 static void on_assign(kpb_bridge_t *b,
                       rd_kafka_topic_partition_list_t *parts) {
     b->assigned_once = 1;
@@ -373,6 +422,9 @@ static void on_assign(kpb_bridge_t *b,
     int attempt = 0;
     /* The new partitions' streams may have grown under another owner. */
     kpb_writer_forget_heads(b->writer);
+    /* Positions are read on the writer's connection: the write under way
+     * goes first (at most the revoke wait, then it is read again). */
+    finish_sent(b, FLUSH_REVOKE);
     /* Positions come from the database: block until it answers, since
      * starting anywhere else could write twice.  librdkafka allows
      * max.poll.interval.ms for this. */
@@ -724,6 +776,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         int64_t wait = kpb_batcher_wait_ms(b.batcher, now);
         int timeout = wait < 0 || wait > 100 ? 100 : (int)wait;
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(b.rk, timeout);
+        /* Nothing more to read for now: take the write under way to its
+         * end, so its Kafka commit and figures do not wait. */
+        if (!rkm && b.sent && finish_sent(&b, FLUSH_RUN) && b.failed)
+            break;
         if (rkm) {
             if (rkm->err) {
                 int fatal = handle_error(&b, rkm);
@@ -743,7 +799,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
             if (b.offsets.cnt)
                 report_progress(&b, lag, in_place);
             /* Idle, nothing else would notice the database going away. */
-            if (kpb_batcher_count(b.batcher) == 0)
+            if (kpb_batcher_count(b.batcher) == 0 && !b.sent)
                 kpb_metrics_set(KPB_METRIC_DB_CONNECTED,
                                 kpb_writer_ping(b.writer));
             next_lag = kpb_now_ms() + 1000;
@@ -771,6 +827,10 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
              (unsigned long long)b.dead, (unsigned long long)b.flushes,
              (double)(kpb_now_ms() - b.started_ms) / 1000.0);
 out:
+    /* A write left under way by a fatal error: unread, it commits or not
+     * on its own; the stored positions say which. */
+    kpb_flush_destroy(b.sent);
+    free(b.sent_from);
     if (b.rk) {
         rd_kafka_consumer_close(b.rk);
         kpb_batcher_destroy(b.batcher);
