@@ -11,8 +11,10 @@
 typedef struct qname_s {
     const char *name; /* the config's string: compared by pointer first */
     char *quoted;
-    int prepared;  /* the full-size INSERT is prepared on this connection */
-    int vprepared; /* and the full-size versioned one */
+    /* Prepared INSERTs on this connection, a bit per size (see size_bit),
+     * plain [0] and versioned [1]; pending: sent in this pipeline, not
+     * confirmed yet. */
+    uint32_t prepared[2], pending[2];
 } qname_t;
 
 /* A stream head a versioned INSERT returned, cached once COMMIT succeeds. */
@@ -65,8 +67,10 @@ struct kpb_writer_s {
     int pipelined;
     struct sent_s {
         int kind;          /* SENT_OTHER, SENT_OFFSETS, SENT_INSERT, ... */
-        uint32_t arg;      /* partition index, or rows */
+        uint32_t arg;      /* partition index, rows, or SENT_PREPARE's bit */
         const char *table; /* SENT_VINSERT: whose heads it returns */
+        qname_t *qt;       /* SENT_PREPARE: whose statement */
+        int versioned;     /* SENT_PREPARE: which kind */
     } *sent, tag;
     size_t sent_cnt, sent_cap;
     char errmsg[1024];
@@ -74,7 +78,26 @@ struct kpb_writer_s {
     char errstate_buf[6];
 };
 
-enum { SENT_OTHER = 0, SENT_OFFSETS, SENT_INSERT, SENT_VINSERT };
+enum { SENT_OTHER = 0, SENT_OFFSETS, SENT_INSERT, SENT_VINSERT, SENT_PREPARE };
+
+/*
+ * Which statement sizes are prepared: the full one (max_events rows) and
+ * every power of two below it.  A statement of another size is sent as
+ * chunks of those sizes (insert_chunks), because an unprepared multi-row
+ * INSERT is parsed and planned each time with its values inlined into the
+ * plan: with 16 KiB payloads that planning (jsonb parsing, copying the
+ * values) took 63% of the backend's time (perf, large workload).
+ */
+static int size_bit(uint32_t rows, uint32_t max_rows) {
+    if (rows == max_rows)
+        return 31;
+    if (rows & (rows - 1))
+        return -1;
+    int bit = 0;
+    while ((1u << bit) < rows)
+        bit++;
+    return bit;
+}
 
 /* Streams whose heads kpbridge caches, at most: about 100 bytes each. */
 #define KPB_HEADS_MAX 131072
@@ -292,6 +315,7 @@ static int sent(kpb_writer_t *w, int ok) {
     w->tag.kind = SENT_OTHER;
     w->tag.arg = 0;
     w->tag.table = NULL;
+    w->tag.qt = NULL;
     if (!ok) {
         snprintf(w->errmsg, sizeof(w->errmsg), "%s",
                  PQerrorMessage(w->conn));
@@ -460,7 +484,7 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
         versioned ? KPB_INSERT_VERSIONED_PARAMS : KPB_INSERT_PARAMS;
     uint32_t n = hi - lo;
     need_params(w, (size_t)n * per_row);
-    int64_t head = -1;
+    int64_t head = -1, base = 0;
     for (uint32_t r = 0; r < n; r++) {
         const kpb_event_t *ev = &f->items[w->rows[lo + r]].ev;
         size_t p = (size_t)r * per_row;
@@ -475,12 +499,20 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
         w->values[p + 4] = ev->metadata;
         w->lengths[p + 4] = (int)ev->metadata_len;
         if (versioned) {
+            /* A batch may span chunks (insert_chunks): numbered from the
+             * chunk's first row of the stream, whose head is the cached
+             * one plus the rows before it, or, uncached, what the
+             * statement finds (earlier chunks included). */
             uint32_t place = w->row_place[lo + r];
-            if (place == 1)
+            if (r == 0 || w->row_streams[lo + r] != w->row_streams[lo + r - 1]) {
+                base = place - 1;
                 head = kpb_heads_get(w->heads, qt->name, ev->stream_id,
                                      ev->stream_id_len);
+                if (head >= 0)
+                    head += base;
+            }
             unsigned char(*b)[8] = w->row_int8[lo + r];
-            put_int8(b[0], place);
+            put_int8(b[0], (int64_t)place - base);
             put_int8(b[1], head);
             w->values[p + 5] = (const char *)b[0];
             w->lengths[p + 5] = 8;
@@ -492,29 +524,44 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
     }
     int64_t t0 = kpb_now_ms();
     int rc;
-    char name[48];
-    snprintf(name, sizeof(name), "kpb_%sinsert_%zu", versioned ? "v" : "",
-             (size_t)(qt - w->tables));
     const int nparams = (int)(n * per_row);
-    w->tag.kind = versioned ? SENT_VINSERT : SENT_INSERT;
-    w->tag.arg = n;
-    w->tag.table = qt->name;
-    if (n == (uint32_t)w->conf->max_events) {
-        /* The full-size statement is the common one under load: parsing
-         * 1000 rows of VALUES with 5000 parameters costs about as much as
-         * inserting them, so it is parsed once per connection. */
-        int *prepared = versioned ? &qt->vprepared : &qt->prepared;
-        if (!*prepared) {
+    const int bit = size_bit(n, (uint32_t)w->conf->max_events);
+    if (bit >= 0) {
+        /* Parsed once per connection: parsing 1000 rows of VALUES with
+         * 5000 parameters costs about as much as inserting them. */
+        char name[48];
+        snprintf(name, sizeof(name), "kpb_%sinsert_%zu_%u",
+                 versioned ? "v" : "", (size_t)(qt - w->tables), n);
+        uint32_t mask = 1u << bit;
+        if (!((qt->prepared[versioned] | qt->pending[versioned]) & mask)) {
             if (versioned)
                 kpb_insert_versioned_sql(&w->sql, qt->quoted, n);
             else
                 kpb_insert_sql(&w->sql, qt->quoted, n);
-            rc = check(w, PQprepare(w->conn, name, w->sql.data, nparams, NULL),
-                       PGRES_COMMAND_OK);
-            if (rc != -1)
-                return rc;
-            *prepared = 1;
+            if (w->pipelined) {
+                /* confirmed by its result (pipeline_collect): a pipeline
+                 * that fails before it skips it */
+                w->tag.kind = SENT_PREPARE;
+                w->tag.arg = (uint32_t)bit;
+                w->tag.qt = qt;
+                w->tag.versioned = versioned;
+                rc = sent(w, PQsendPrepare(w->conn, name, w->sql.data, nparams,
+                                           NULL));
+                if (rc != -1)
+                    return rc;
+                qt->pending[versioned] |= mask;
+            } else {
+                rc = check(w,
+                           PQprepare(w->conn, name, w->sql.data, nparams, NULL),
+                           PGRES_COMMAND_OK);
+                if (rc != -1)
+                    return rc;
+                qt->prepared[versioned] |= mask;
+            }
         }
+        w->tag.kind = versioned ? SENT_VINSERT : SENT_INSERT;
+        w->tag.arg = n;
+        w->tag.table = qt->name;
         if (w->pipelined) {
             kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
             return sent(w, PQsendQueryPrepared(w->conn, name, nparams,
@@ -530,6 +577,9 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
             kpb_insert_versioned_sql(&w->sql, qt->quoted, n);
         else
             kpb_insert_sql(&w->sql, qt->quoted, n);
+        w->tag.kind = versioned ? SENT_VINSERT : SENT_INSERT;
+        w->tag.arg = n;
+        w->tag.table = qt->name;
         if (w->pipelined)
             kpb_debug("insert table=%s rows=%u (pipelined)", qt->name, n);
         else
@@ -543,6 +593,26 @@ static int insert_rows(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
         kpb_debug("insert table=%s rows=%u duration_ms=%lld", qt->name, n,
                   (long long)(kpb_now_ms() - t0));
     return rc;
+}
+
+/* Inserts the @p n rows of the current statement as prepared statements:
+ * all at once when they fill it, else in power-of-two chunks, largest
+ * first.  Order is kept: chunks run in order, each seeing those before. */
+static int insert_chunks(kpb_writer_t *w, const kpb_flush_t *f, qname_t *qt,
+                         uint32_t n) {
+    const uint32_t max_rows = (uint32_t)w->conf->max_events;
+    uint32_t lo = 0;
+    while (lo < n) {
+        uint32_t k = n - lo;
+        if (k != max_rows)
+            while (k & (k - 1))
+                k &= k - 1; /* the highest power of two in it */
+        int rc = insert_rows(w, f, qt, lo, lo + k);
+        if (rc != -1)
+            return rc;
+        lo += k;
+    }
+    return -1;
 }
 
 static int savepoint(kpb_writer_t *w, const char *verb) {
@@ -767,6 +837,9 @@ static int pipeline_collect(kpb_writer_t *w, uint32_t *fenced,
             }
             if (w->sent[i].kind == SENT_VINSERT)
                 keep_heads(w, w->sent[i].table, res);
+            if (w->sent[i].kind == SENT_PREPARE)
+                w->sent[i].qt->prepared[w->sent[i].versioned] |=
+                    1u << w->sent[i].arg;
             PQclear(res);
         } else if (status == PGRES_PIPELINE_ABORTED || cls != -1) {
             PQclear(res);
@@ -806,28 +879,8 @@ static int pipeline_send(kpb_writer_t *w, kpb_flush_t *f,
                          const int64_t *from) {
     int rc;
     uint32_t fenced_unused;
-    /* Statements are prepared outside the pipeline, once per connection. */
-    for (size_t t = 0; t < w->table_cnt; t++) {
-        int *prepared = w->versioned ? &w->tables[t].vprepared
-                                     : &w->tables[t].prepared;
-        if (*prepared)
-            continue;
-        char name[48];
-        uint32_t rows = (uint32_t)w->conf->max_events;
-        snprintf(name, sizeof(name), "kpb_%sinsert_%zu",
-                 w->versioned ? "v" : "", t);
-        if (w->versioned)
-            kpb_insert_versioned_sql(&w->sql, w->tables[t].quoted, rows);
-        else
-            kpb_insert_sql(&w->sql, w->tables[t].quoted, rows);
-        int nparams = (int)rows * (w->versioned ? KPB_INSERT_VERSIONED_PARAMS
-                                                : KPB_INSERT_PARAMS);
-        rc = check(w, PQprepare(w->conn, name, w->sql.data, nparams, NULL),
-                   PGRES_COMMAND_OK);
-        if (rc != -1)
-            return rc;
-        *prepared = 1;
-    }
+    for (size_t t = 0; t < w->table_cnt; t++)
+        w->tables[t].pending[0] = w->tables[t].pending[1] = 0;
     if (!PQenterPipelineMode(w->conn)) {
         snprintf(w->errmsg, sizeof(w->errmsg), "%s", PQerrorMessage(w->conn));
         trim_nl(w->errmsg);
@@ -848,8 +901,8 @@ static int pipeline_send(kpb_writer_t *w, kpb_flush_t *f,
         rc = write_offsets(w, f, from, &fenced_unused);
     for (uint32_t s = 0; s < w->nstmt && rc == -1; s++) {
         uint32_t n = flatten(w, f, &w->stmts[s]);
-        rc = insert_rows(w, f, table_of(w, f->batches[w->stmts[s].first].table),
-                         0, n);
+        rc = insert_chunks(w, f,
+                           table_of(w, f->batches[w->stmts[s].first].table), n);
     }
     kpb_write_stats_t dead_st = {0};
     if (rc == -1)
@@ -871,6 +924,10 @@ static int pipeline_send(kpb_writer_t *w, kpb_flush_t *f,
 static int pipeline_finish(kpb_writer_t *w, uint32_t *fenced,
                            kpb_write_stats_t *st) {
     int rc = pipeline_collect(w, fenced, st);
+    /* What the pipeline prepared is known now (collect set the bits); a
+     * Parse skipped after a failure must be sent again next time. */
+    for (size_t t = 0; t < w->table_cnt; t++)
+        w->tables[t].pending[0] = w->tables[t].pending[1] = 0;
     if (rc == -1) {
         st->dead = w->sent_dead;
         for (size_t i = 0; i < w->pend_cnt; i++)
@@ -1030,7 +1087,7 @@ again:
         const kpb_sbatch_t *sb0 = &f->batches[w->stmts[s].first];
         qname_t *qtable = table_of(w, sb0->table);
         if (!w->careful) {
-            rc = insert_rows(w, f, qtable, 0, n);
+            rc = insert_chunks(w, f, qtable, n);
             if (rc == -1) {
                 stats->events += n;
                 stats->statements++;

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -319,6 +321,37 @@ Test(decode, makes_a_uuid7_when_the_record_has_no_event_id) {
     cr_assert(memcmp(first, ev.event_id, 16) != 0, "two ids in a row differ");
     cr_assert_leq(time_prefix(first), time_prefix(ev.event_id),
                   "ids are ordered by their time prefix");
+}
+
+/* Ids come from a pool of random bytes: 5,000 in a row (more than one
+ * refill) are all different, and a forked child does not repeat the
+ * parent's next ones. */
+Test(decode, never_repeats_an_event_id_across_refills_and_fork) {
+    enum { N = 5000 };
+    static unsigned char ids[N + 1][16];
+    for (int i = 0; i < N; i++)
+        kpb_uuid7(ids[i]);
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++)
+            cr_assert(memcmp(ids[i] + 6, ids[j] + 6, 10) != 0,
+                      "ids %d and %d share their random part", i, j);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        unsigned char mine[16];
+        kpb_uuid7(mine);
+        _exit(write(fds[1], mine, 16) == 16 ? 0 : 1);
+    }
+    unsigned char child[16];
+    cr_assert_eq(read(fds[0], child, 16), 16);
+    waitpid(pid, NULL, 0);
+    kpb_uuid7(ids[N]);
+    cr_assert(memcmp(child + 6, ids[N] + 6, 10) != 0,
+              "the child handed out the parent's next random bytes");
+    close(fds[0]);
+    close(fds[1]);
 }
 
 Test(decode, makes_a_uuid7_when_the_event_id_header_is_null) {
