@@ -367,6 +367,15 @@ void kpbt_produce_streams(kpbt_kafka_t *k, const char *topic, int events,
     free(seq);
 }
 
+void kpbt_expect_gap_free(PGconn *conn) {
+    cr_expect_eq(kpbt_int(conn,
+                          "SELECT count(*) FROM (SELECT stream_id, count(*) c,"
+                          " min(stream_version) lo, max(stream_version) hi"
+                          " FROM eventcore_events GROUP BY 1) x"
+                          " WHERE lo <> 1 OR hi <> c"),
+                 0, "streams with gaps in their versions");
+}
+
 void kpbt_expect_exactly_once(PGconn *conn, kpbt_kafka_t *k,
                               const char *group, const char *topic,
                               int partitions, long long events) {
@@ -379,12 +388,7 @@ void kpbt_expect_exactly_once(PGconn *conn, kpbt_kafka_t *k,
                                 "'offset' FROM eventcore_events GROUP BY 1, 2"
                                 " HAVING count(*) > 1) x"),
                  0, "Kafka records written twice");
-    cr_expect_eq(kpbt_int(conn,
-                          "SELECT count(*) FROM (SELECT stream_id, count(*) c,"
-                          " min(stream_version) lo, max(stream_version) hi"
-                          " FROM eventcore_events GROUP BY 1) x"
-                          " WHERE lo <> 1 OR hi <> c"),
-                 0, "streams with gaps in their versions");
+    kpbt_expect_gap_free(conn);
     cr_expect_eq(kpbt_int(conn,
                           "SELECT count(*) FROM (SELECT (metadata->'kafka'->>"
                           "'offset')::bigint o, lag((metadata->'kafka'->>"

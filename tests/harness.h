@@ -121,6 +121,9 @@ int kpbt_run_to_end(const char *config, const char *log, int timeout_s);
 void kpbt_produce_streams(kpbt_kafka_t *k, const char *topic, int events,
                           int streams, unsigned seed);
 
+/** @brief Expects every stream's versions to be exactly 1..n. */
+void kpbt_expect_gap_free(PGconn *conn);
+
 /**
  * @brief The four checks of an exactly-once run over the events table:
  *        exactly @p events rows and no dead letters, no Kafka record twice,
