@@ -879,8 +879,6 @@ static int pipeline_send(kpb_writer_t *w, kpb_flush_t *f,
                          const int64_t *from) {
     int rc;
     uint32_t fenced_unused;
-    for (size_t t = 0; t < w->table_cnt; t++)
-        w->tables[t].pending[0] = w->tables[t].pending[1] = 0;
     if (!PQenterPipelineMode(w->conn)) {
         snprintf(w->errmsg, sizeof(w->errmsg), "%s", PQerrorMessage(w->conn));
         trim_nl(w->errmsg);

@@ -321,23 +321,25 @@ pid_t kpbt_spawn(const char *log, const char *const *args) {
     return pid;
 }
 
+int kpbt_exited(pid_t pid, double until, int *code) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) != pid) {
+        if (kpbt_now() <= until)
+            return 0;
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        cr_assert_fail("kpbridge did not finish in time");
+    }
+    *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return 1;
+}
+
 int kpbt_wait(pid_t pid, int timeout_s) {
     double until = kpbt_now() + timeout_s;
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (kpbt_now() > until) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            cr_assert_fail("kpbridge did not finish within %d s", timeout_s);
-        }
+    int code;
+    while (!kpbt_exited(pid, until, &code))
         nanosleep(&(struct timespec){0, 20000000L}, NULL);
-    }
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    return 128 + WTERMSIG(status);
+    return code;
 }
 
 int kpbt_run_to_end(const char *config, const char *log, int timeout_s) {

@@ -106,6 +106,12 @@ char *kpbt_config_props(const char *tag, const char *brokers,
 /** @brief Starts `kpbridge ARGS...` with stderr to @p log; returns the pid. */
 pid_t kpbt_spawn(const char *log, const char *const *args);
 /**
+ * @brief Whether @p pid has exited (its exit code, or 128 + signal, in
+ *        *code); past @p until (kpbt_now() time) it is killed and the test
+ *        fails.  Does not block.
+ */
+int kpbt_exited(pid_t pid, double until, int *code);
+/**
  * @brief Waits up to @p timeout_s for a child; returns its exit code, or
  *        128+signal, and fails the test (after SIGKILL) on timeout.
  */

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -273,18 +272,10 @@ static void shared_streams_case(const char *versioning) {
 
     PGconn *app = kpbt_pg(ci);
     long long appended = 0, lost_races = 0;
-    int status = 0;
+    int rc = 0;
     double until = kpbt_now() + 400;
     unsigned rnd = 4242;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (kpbt_now() > until) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            cr_assert_fail("kpbridge did not finish");
-        }
+    while (!kpbt_exited(pid, until, &rc)) {
         rnd = rnd * 1103515245u + 12345u;
         char stream[32];
         snprintf(stream, sizeof(stream), "stream-%u", (rnd >> 8) % streams);
@@ -304,7 +295,6 @@ static void shared_streams_case(const char *versioning) {
             cr_assert_fail("app insert: %s", PQerrorMessage(app));
         PQclear(res);
     }
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
     if (rc)
         kpbt_show_log(log);
     cr_assert_eq(rc, 0, "kpbridge exited %d", rc);

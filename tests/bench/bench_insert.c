@@ -72,9 +72,7 @@ typedef struct slot_s {
 
 static slot_t *stream_slot(slot_t *slots, size_t mask, const char *key,
                            uint64_t stamp) {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *c = key; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    uint64_t h = kpb_stream_hash("", key, strlen(key));
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         slot_t *s = &slots[i];
         if (!s->key)
