@@ -5,6 +5,7 @@
 
 struct kpb_batcher_s {
     int max_events;
+    int flush_events;
     int linger_ms;
     void (*ref_free)(void *ref);
     kpb_flush_t *cur;
@@ -146,10 +147,11 @@ static void flush_add(kpb_flush_t *f, const kpb_item_t *src, int max_events) {
     f->slots[j] = f->batch_cnt++;
 }
 
-kpb_batcher_t *kpb_batcher_new(int max_events, int linger_ms,
-                               void (*ref_free)(void *ref)) {
+kpb_batcher_t *kpb_batcher_new(int max_events, int flush_events,
+                               int linger_ms, void (*ref_free)(void *ref)) {
     kpb_batcher_t *b = kpb_xcalloc(1, sizeof(*b));
     b->max_events = max_events;
+    b->flush_events = flush_events;
     b->linger_ms = linger_ms;
     b->ref_free = ref_free;
     b->cur = flush_new(ref_free);
@@ -189,7 +191,7 @@ int kpb_batcher_due(const kpb_batcher_t *b, int64_t now_ms) {
     const kpb_flush_t *f = b->cur;
     if (f->item_cnt == 0)
         return 0;
-    return f->item_cnt >= (uint32_t)b->max_events ||
+    return f->item_cnt >= (uint32_t)b->flush_events ||
            now_ms - f->first_ms >= b->linger_ms;
 }
 

@@ -78,12 +78,13 @@ typedef struct kpb_batcher_s kpb_batcher_t;
 
 /**
  * @brief Creates a batcher.
- * @param max_events  rows per stream batch, 1..1000; also the flush size
- * @param linger_ms   the longest a record waits before its flush is due
- * @param ref_free    frees a reference given to kpb_batcher_keep()
+ * @param max_events    rows per stream batch, 1..1000
+ * @param flush_events  a flush is due once this many records are buffered
+ * @param linger_ms     the longest a record waits before its flush is due
+ * @param ref_free      frees a reference given to kpb_batcher_keep()
  */
-kpb_batcher_t *kpb_batcher_new(int max_events, int linger_ms,
-                               void (*ref_free)(void *ref));
+kpb_batcher_t *kpb_batcher_new(int max_events, int flush_events,
+                               int linger_ms, void (*ref_free)(void *ref));
 /** @brief Destroys a batcher and whatever it holds; NULL is a no-op. */
 void kpb_batcher_destroy(kpb_batcher_t *b);
 

@@ -720,8 +720,8 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
     srand((unsigned)getpid() ^ (unsigned)kpb_wall_ms());
     kpb_offsets_init(&b.offsets);
     b.writer = kpb_writer_new(conf);
-    b.batcher = kpb_batcher_new(conf->max_events, conf->linger_ms,
-                                message_free);
+    b.batcher = kpb_batcher_new(conf->max_events, conf->flush_events,
+                                conf->linger_ms, message_free);
     int code = 1;
 
     rd_kafka_conf_t *kc = kpb_consumer_conf(conf, err, sizeof(err));

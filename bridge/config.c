@@ -701,12 +701,15 @@ static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
  * batch.max_events stops at 1000 because one multi-row INSERT binds a
  * handful of parameters per row and PostgreSQL allows at most 65535;
  * max_pending must hold at least one full batch or back-pressure would pause
- * consumption before any batch could fill.
+ * consumption before any batch could fill.  flush_events sits between them:
+ * one transaction carries several full statements, so its fixed costs (the
+ * round trip, the offsets rows, the commit's WAL flush) are shared by more
+ * rows, while a retried or revoked flush stays small.
  */
 static int cfg_batch(kpb_cfgp_t *p, yaml_node_t *node, kpb_config_t *conf) {
-    static const char *const names[] = {"max_events", "linger_ms",
-                                        "max_pending", "max_record_bytes",
-                                        NULL};
+    static const char *const names[] = {"max_events",       "linger_ms",
+                                        "max_pending",      "max_record_bytes",
+                                        "flush_events",     NULL};
     kpb_cfgmap_t map;
 
     if (cfg_mapping(p, node, "batch", names, &map))
@@ -723,10 +726,27 @@ static int cfg_batch(kpb_cfgp_t *p, yaml_node_t *node, kpb_config_t *conf) {
     if (map.val[3] && cfg_int(p, map.val[3], "batch.max_record_bytes", 1024,
                               100 * 1024 * 1024, &conf->max_record_bytes))
         return -1;
+    if (map.val[4] && cfg_int(p, map.val[4], "batch.flush_events", 1, 10000000,
+                              &conf->flush_events))
+        return -1;
     if (map.val[2] && conf->max_pending < conf->max_events)
         return cfg_fail(p, map.val[2]->start_mark, "batch.max_pending",
                         "expected at least batch.max_events (%d)",
                         conf->max_events);
+    if (!map.val[4]) {
+        /* The default follows a smaller max_pending down. */
+        if (conf->flush_events > conf->max_pending)
+            conf->flush_events = conf->max_pending;
+        return 0;
+    }
+    if (conf->flush_events < conf->max_events)
+        return cfg_fail(p, map.val[4]->start_mark, "batch.flush_events",
+                        "expected at least batch.max_events (%d)",
+                        conf->max_events);
+    if (conf->flush_events > conf->max_pending)
+        return cfg_fail(p, map.val[4]->start_mark, "batch.flush_events",
+                        "expected at most batch.max_pending (%d)",
+                        conf->max_pending);
     return 0;
 }
 
@@ -1034,6 +1054,7 @@ int kpb_config_parse(const char *buf, size_t len, const char *name,
     conf->max_events = 1000;
     conf->linger_ms = 20;
     conf->max_pending = 100000;
+    conf->flush_events = 4000;
     conf->max_record_bytes = 1024 * 1024;
     conf->give_up_after_s = 0;
     conf->versioning = KPB_VERSIONS_TRIGGER;

@@ -62,6 +62,9 @@ typedef struct kpb_config_s {
 
     int max_events;  /**< batch.max_events, 1..1000, default 1000 */
     int linger_ms;   /**< batch.linger_ms, 0..60000, default 20 */
+    int flush_events; /**< batch.flush_events: a flush (one transaction) is
+                           due once this many records are buffered;
+                           max_events..max_pending, default 4000 */
     int max_pending; /**< batch.max_pending, >= max_events, default 100000 */
     int max_record_bytes; /**< batch.max_record_bytes: larger records become
                                dead letters; 1024..100 MiB, default 1 MiB */

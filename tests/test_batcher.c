@@ -116,7 +116,7 @@ static void check_flush(const kpb_flush_t *f) {
 }
 
 Test(batcher, keeps_per_stream_order) {
-    b = kpb_batcher_new(1000, 20, NULL);
+    b = kpb_batcher_new(1000, 1000, 20, NULL);
     const char *streams[] = {"a", "b", "c"};
     for (int i = 0; i < 30; i++)
         add_event(0, i, streams[(i * 7) % 3]);
@@ -149,7 +149,7 @@ Test(batcher, keeps_per_stream_order) {
 }
 
 Test(batcher, splits_a_stream_at_max_events) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     for (int i = 0; i < 2500; i++)
         add_event(0, i, "order-1");
     kpb_flush_t *f = kpb_batcher_take(b);
@@ -172,7 +172,7 @@ Test(batcher, splits_a_stream_at_max_events) {
 }
 
 Test(batcher, splits_at_a_small_max_events) {
-    b = kpb_batcher_new(3, 60000, NULL);
+    b = kpb_batcher_new(3, 3, 60000, NULL);
     for (int i = 0; i < 7; i++)
         add_event(0, i, "s");
     kpb_flush_t *f = kpb_batcher_take(b);
@@ -185,7 +185,7 @@ Test(batcher, splits_at_a_small_max_events) {
 }
 
 Test(batcher, is_due_at_max_events_items) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     cr_assert_not(kpb_batcher_due(b, 0));
     for (int i = 0; i < 999; i++)
         add_event(0, i, "order-1");
@@ -202,8 +202,31 @@ Test(batcher, is_due_at_max_events_items) {
     kpb_flush_destroy(f);
 }
 
+/* A flush holds several stream batches: due at flush_events records, each
+ * batch still cut at max_events. */
+Test(batcher, is_due_at_flush_events_not_at_max_events) {
+    b = kpb_batcher_new(3, 8, 60000, NULL);
+    for (int i = 0; i < 7; i++)
+        add_event(0, i, i % 2 ? "odd" : "even");
+    cr_assert_eq(kpb_batcher_count(b), 7);
+    cr_assert_not(kpb_batcher_due(b, 0));
+    add_event(0, 7, "odd");
+    cr_assert(kpb_batcher_due(b, 0));
+    kpb_flush_t *f = kpb_batcher_take(b);
+    /* even: 0 2 4 6 -> 3 + 1; odd: 1 3 5 7 -> 3 + 1 */
+    cr_assert_eq(f->item_cnt, 8);
+    cr_assert_eq(f->batch_cnt, 4);
+    uint32_t rows = 0;
+    for (uint32_t i = 0; i < f->batch_cnt; i++) {
+        cr_assert_leq(f->batches[i].count, 3);
+        rows += f->batches[i].count;
+    }
+    cr_assert_eq(rows, 8);
+    kpb_flush_destroy(f);
+}
+
 Test(batcher, counts_dead_letters_towards_due) {
-    b = kpb_batcher_new(10, 60000, NULL);
+    b = kpb_batcher_new(10, 10, 60000, NULL);
     for (int i = 0; i < 9; i++)
         add_dead(0, i);
     cr_assert_not(kpb_batcher_due(b, 0));
@@ -212,7 +235,7 @@ Test(batcher, counts_dead_letters_towards_due) {
 }
 
 Test(batcher, starts_a_new_batch_at_an_expected_version) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     add_event(0, 0, "a");
     add_event(0, 1, "a");
     kpb_item_t it = item_of("orders", 0, 2, "eventcore_events", "a");
@@ -237,7 +260,7 @@ Test(batcher, starts_a_new_batch_at_an_expected_version) {
 }
 
 Test(batcher, takes_different_tables_as_different_streams) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     kpb_item_t it = item_of("orders", 0, 0, "t1", "s");
     kpb_batcher_add(b, &it, 0);
     it = item_of("orders", 0, 1, "t2", "s");
@@ -259,7 +282,7 @@ Test(batcher, takes_different_tables_as_different_streams) {
 Test(batcher, takes_one_table_name_held_twice_as_one_table) {
     /* two topics writing into one table each hold a copy of its name */
     static char t1[] = "eventcore_events", t2[] = "eventcore_events";
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     kpb_item_t it = item_of("orders", 0, 0, t1, "s");
     kpb_batcher_add(b, &it, 0);
     it = item_of("payments", 0, 0, t2, "s");
@@ -274,7 +297,7 @@ Test(batcher, takes_one_table_name_held_twice_as_one_table) {
 }
 
 Test(batcher, sends_dead_letters_to_dead_and_not_into_batches) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     add_event(0, 0, "a");
     add_dead(0, 1);
     add_event(0, 2, "a");
@@ -293,7 +316,7 @@ Test(batcher, sends_dead_letters_to_dead_and_not_into_batches) {
 }
 
 Test(batcher, tracks_each_partitions_first_and_next_offset) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     add_event(0, 5, "a");
     add_event(1, 100, "b");
     add_event(0, 9, "a");
@@ -326,7 +349,7 @@ Test(batcher, tracks_each_partitions_first_and_next_offset) {
 }
 
 Test(batcher, is_due_after_linger_ms) {
-    b = kpb_batcher_new(1000, 20, NULL);
+    b = kpb_batcher_new(1000, 1000, 20, NULL);
     cr_assert_eq(kpb_batcher_wait_ms(b, 1000), -1);
     cr_assert_not(kpb_batcher_due(b, 1000));
     kpb_item_t it = item_of("orders", 0, 0, "eventcore_events", "a");
@@ -354,14 +377,14 @@ Test(batcher, is_due_after_linger_ms) {
 }
 
 Test(batcher, with_zero_linger_is_due_at_once) {
-    b = kpb_batcher_new(1000, 0, NULL);
+    b = kpb_batcher_new(1000, 1000, 0, NULL);
     add_event(0, 0, "a");
     cr_assert(kpb_batcher_due(b, 0));
     cr_assert_eq(kpb_batcher_wait_ms(b, 0), 0);
 }
 
 Test(batcher, take_returns_null_when_empty) {
-    b = kpb_batcher_new(1000, 20, NULL);
+    b = kpb_batcher_new(1000, 1000, 20, NULL);
     cr_assert_null(kpb_batcher_take(b));
     add_event(0, 0, "a");
     kpb_flush_t *f = kpb_batcher_take(b);
@@ -372,7 +395,7 @@ Test(batcher, take_returns_null_when_empty) {
 }
 
 Test(batcher, starts_a_fresh_flush_after_take) {
-    b = kpb_batcher_new(1000, 20, NULL);
+    b = kpb_batcher_new(1000, 1000, 20, NULL);
     add_event(0, 0, "a");
     kpb_flush_t *f1 = kpb_batcher_take(b);
     add_event(0, 1, "a");
@@ -400,7 +423,7 @@ static void count_free(void *ref) {
 
 Test(batcher, frees_every_ref_exactly_once_on_flush_destroy) {
     memset(freed, 0, sizeof(freed));
-    b = kpb_batcher_new(1000, 20, count_free);
+    b = kpb_batcher_new(1000, 1000, 20, count_free);
     for (int i = 0; i < 40; i++) {
         add_event(0, i, "a");
         kpb_batcher_keep(b, &freed[i]);
@@ -425,7 +448,7 @@ Test(batcher, frees_every_ref_exactly_once_on_flush_destroy) {
 
 Test(batcher, frees_refs_still_held_when_destroyed) {
     memset(freed, 0, sizeof(freed));
-    b = kpb_batcher_new(1000, 20, count_free);
+    b = kpb_batcher_new(1000, 1000, 20, count_free);
     add_event(0, 0, "a");
     kpb_batcher_keep(b, &freed[0]);
     add_event(0, 1, "a");
@@ -439,7 +462,7 @@ Test(batcher, frees_refs_still_held_when_destroyed) {
 
 Test(batcher, drop_partition_removes_exactly_that_partitions_records) {
     memset(freed, 0, sizeof(freed));
-    b = kpb_batcher_new(3, 60000, count_free);
+    b = kpb_batcher_new(3, 3, 60000, count_free);
     /* streams spread over both partitions, interleaved */
     const char *streams[] = {"a", "b", "c", "d"};
     int64_t off[2] = {0, 0};
@@ -493,7 +516,7 @@ Test(batcher, drop_partition_removes_exactly_that_partitions_records) {
 }
 
 Test(batcher, drop_partition_of_another_topic_keeps_same_numbered_ones) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     add_event(0, 0, "a");
     kpb_item_t it = item_of("payments", 0, 0, "eventcore_events", "a");
     kpb_batcher_add(b, &it, 0);
@@ -512,7 +535,7 @@ Test(batcher, drop_partition_of_another_topic_keeps_same_numbered_ones) {
 }
 
 Test(batcher, drop_partition_can_empty_a_flush) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     add_event(0, 0, "a");
     add_dead(0, 1);
     kpb_flush_t *f = kpb_batcher_take(b);
@@ -527,7 +550,7 @@ Test(batcher, drop_partition_can_empty_a_flush) {
 
 Test(batcher, drops_a_partition_from_what_it_holds) {
     memset(freed, 0, sizeof(freed));
-    b = kpb_batcher_new(1000, 20, count_free);
+    b = kpb_batcher_new(1000, 1000, 20, count_free);
     kpb_item_t it = item_of("orders", 0, 0, "eventcore_events", "a");
     kpb_batcher_add(b, &it, 100);
     kpb_batcher_keep(b, &freed[0]);
@@ -553,7 +576,7 @@ Test(batcher, drops_a_partition_from_what_it_holds) {
 }
 
 Test(batcher, lingers_afresh_after_dropping_everything) {
-    b = kpb_batcher_new(1000, 20, NULL);
+    b = kpb_batcher_new(1000, 1000, 20, NULL);
     kpb_item_t it = item_of("orders", 0, 0, "eventcore_events", "a");
     kpb_batcher_add(b, &it, 100);
     cr_assert_eq(kpb_batcher_drop_partition(b, "orders", 0), 1);
@@ -567,7 +590,7 @@ Test(batcher, lingers_afresh_after_dropping_everything) {
 }
 
 Test(batcher, handles_100000_distinct_streams) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
     enum { N = 100000 };
     char name[32];
     for (int round = 0; round < 2; round++)

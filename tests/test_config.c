@@ -76,6 +76,7 @@ Test(config, parses_every_key_of_a_full_file) {
                  "  linger_ms: 0\n"
                  "  max_pending: 5000\n"
                  "  max_record_bytes: 2048\n"
+                 "  flush_events: 1000\n"
                  "topics:\n"
                  "  - name: orders\n"
                  "    table: events.orders_events\n"
@@ -111,6 +112,7 @@ Test(config, parses_every_key_of_a_full_file) {
     cr_expect_eq(conf->linger_ms, 0);
     cr_expect_eq(conf->max_pending, 5000);
     cr_expect_eq(conf->max_record_bytes, 2048);
+    cr_expect_eq(conf->flush_events, 1000);
     cr_expect_eq(conf->give_up_after_s, 300);
     cr_expect_eq(conf->versioning, KPB_VERSIONS_STATEMENT);
 
@@ -161,6 +163,7 @@ Test(config, applies_defaults_to_a_minimal_file) {
     cr_expect_eq(conf->max_events, 1000);
     cr_expect_eq(conf->linger_ms, 20);
     cr_expect_eq(conf->max_pending, 100000);
+    cr_expect_eq(conf->flush_events, 4000);
     cr_expect_eq(conf->max_record_bytes, 1024 * 1024);
     cr_expect_eq(conf->give_up_after_s, 0);
     cr_expect_eq(conf->versioning, KPB_VERSIONS_TRIGGER);
@@ -277,7 +280,7 @@ Test(config, rejects_an_unknown_top_level_key) {
 Test(config, rejects_an_unknown_nested_key) {
     load_fails("unknown_nested_key.yaml",
                "7:3: batch.linger: unknown key; expected one of: max_events, "
-               "linger_ms, max_pending, max_record_bytes");
+               "linger_ms, max_pending, max_record_bytes, flush_events");
 }
 
 Test(config, rejects_a_file_without_brokers) {
@@ -376,6 +379,25 @@ Test(config, rejects_max_pending_below_max_events) {
     load_fails("max_pending_below_max_events.yaml",
                "7:16: batch.max_pending: expected at least batch.max_events "
                "(500)");
+}
+
+Test(config, keeps_flush_events_between_max_events_and_max_pending) {
+    parse_fails(MINIMAL "batch:\n  max_events: 500\n  flush_events: 499\n",
+                "test.yaml:10:17: batch.flush_events: expected at least "
+                "batch.max_events (500)");
+    parse_fails(MINIMAL "batch:\n  max_pending: 3000\n  flush_events: 3001\n",
+                "test.yaml:10:17: batch.flush_events: expected at most "
+                "batch.max_pending (3000)");
+    parse_fails(MINIMAL "batch:\n  flush_events: 0\n",
+                "test.yaml:9:17: batch.flush_events: expected an integer in "
+                "1..10000000");
+    /* Unset, it follows a smaller max_pending down. */
+    kpb_config_t *conf = parse_ok(MINIMAL "batch:\n  max_pending: 2500\n");
+    cr_expect_eq(conf->flush_events, 2500);
+    kpb_config_destroy(conf);
+    conf = parse_ok(MINIMAL "batch:\n  max_events: 10\n  flush_events: 10\n");
+    cr_expect_eq(conf->flush_events, 10);
+    kpb_config_destroy(conf);
 }
 
 Test(config, rejects_an_unknown_log_level) {

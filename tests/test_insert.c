@@ -13,7 +13,7 @@
 static kpb_batcher_t *b;
 
 static void setup(void) {
-    b = kpb_batcher_new(1000, 60000, NULL);
+    b = kpb_batcher_new(1000, 1000, 60000, NULL);
 }
 
 static void teardown(void) {

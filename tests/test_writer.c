@@ -80,8 +80,8 @@ Test(writer, fences_a_writer_whose_partition_row_moved, .timeout = 60) {
     char *ci = kpbt_db_new("w_fence", 1);
     kpb_config_t *conf = conf_for(ci, 1000);
     kpb_writer_t *a = connected(conf), *b = connected(conf);
-    kpb_batcher_t *ba = kpb_batcher_new(1000, 20, NULL);
-    kpb_batcher_t *bb = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *ba = kpb_batcher_new(1000, 1000, 20, NULL);
+    kpb_batcher_t *bb = kpb_batcher_new(1000, 1000, 20, NULL);
 
     /* Both start partition 0 with no stored row (from = -1). */
     for (int i = 0; i < 10; i++) {
@@ -145,7 +145,7 @@ static void isolate_case(int bad_at, int bad_count) {
                     " event_type, event_data) VALUES"
                     " ('abababab-abab-abab-abab-abababababab', 'other', 'T',"
                     " '{}')");
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     for (int i = 0; i < 7; i++) {
         int bad = i >= bad_at && i < bad_at + bad_count;
         add_event(b, conf, 0, i, "s", bad ? 0xab : -1, -1);
@@ -224,7 +224,7 @@ Test(writer, reports_a_killed_connection_as_transient_and_reconnects,
     kpbt_exec(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <>"
                     " pg_backend_pid()");
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     for (int i = 0; i < 5; i++)
         add_event(b, conf, 0, i, "s", -1, -1);
     kpb_flush_t *f = kpb_batcher_take(b);
@@ -254,7 +254,7 @@ Test(writer, stops_on_a_missing_table_instead_of_dead_lettering,
     free(conf->topics[0].table);
     conf->topics[0].table = strdup("no_such_table");
     kpb_writer_t *w = connected(conf);
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     add_event(b, conf, 0, 0, "s", -1, -1);
     kpb_flush_t *f = kpb_batcher_take(b);
     int64_t none = -1;
@@ -306,7 +306,7 @@ Test(writer, statement_versioning_numbers_rows_from_cached_heads,
     char *ci = kpbt_db_new("w_stmt", 1);
     kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
     kpb_writer_t *w = connected(conf);
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     int64_t off = 0;
     for (int i = 0; i < 5; i++)
         add_event(b, conf, 0, off++, "a", -1, -1);
@@ -349,7 +349,7 @@ Test(writer, statement_versioning_recovers_when_another_writer_appends,
     char *ci = kpbt_db_new("w_stmt_race", 1);
     kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
     kpb_writer_t *w = connected(conf);
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     PGconn *conn = kpbt_pg(ci);
     int64_t off = 0;
     for (int i = 0; i < 3; i++)
@@ -393,7 +393,7 @@ Test(writer, statement_versioning_leaves_expected_versions_to_the_trigger,
     char *ci = kpbt_db_new("w_stmt_expect", 1);
     kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
     kpb_writer_t *w = connected(conf);
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     add_event(b, conf, 0, 0, "a", -1, 0); /* a is empty: matches */
     add_event(b, conf, 0, 1, "a", -1, -1);
     add_event(b, conf, 0, 2, "z", -1, 5); /* z is empty too: conflict */
@@ -418,7 +418,7 @@ Test(writer, statement_versioning_isolates_a_row_at_fault_through_the_trigger,
     char *ci = kpbt_db_new("w_stmt_iso", 1);
     kpb_config_t *conf = conf_versioning(ci, 1000, "statement");
     kpb_writer_t *w = connected(conf);
-    kpb_batcher_t *b = kpb_batcher_new(1000, 20, NULL);
+    kpb_batcher_t *b = kpb_batcher_new(1000, 1000, 20, NULL);
     for (int i = 0; i < 4; i++)
         add_event(b, conf, 0, i, "s", -1, -1);
     cr_expect_eq(write_ok(w, b, -1).numbered, 4);
