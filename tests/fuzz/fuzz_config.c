@@ -191,7 +191,9 @@ static int fc_parse(const char *buf, size_t len, char *errstr,
             if (kpb_config_topic(conf, t->name) != &conf->topics[i])
                 fc_die("a topic name is not unique", NULL);
         }
-        if (conf->max_events < 1 || conf->max_pending < conf->max_events)
+        if (conf->max_events < 1 || conf->max_pending < conf->max_events ||
+            conf->flush_events < conf->max_events ||
+            conf->flush_events > conf->max_pending)
             fc_die("batch limits out of range", NULL);
         kpb_config_destroy(conf);
         return 0;
