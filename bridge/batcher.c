@@ -180,6 +180,7 @@ void kpb_batcher_add(kpb_batcher_t *b, const kpb_item_t *item,
     kpb_flush_t *f = b->cur;
     if (f->item_cnt == 0)
         f->first_ms = now_ms;
+    f->bytes += item->key_len + item->value_len;
     flush_add(f, item, b->max_events);
 }
 
@@ -192,6 +193,7 @@ int kpb_batcher_due(const kpb_batcher_t *b, int64_t now_ms) {
     if (f->item_cnt == 0)
         return 0;
     return f->item_cnt >= (uint32_t)b->flush_events ||
+           f->bytes >= KPB_FLUSH_BYTES ||
            now_ms - f->first_ms >= b->linger_ms;
 }
 
@@ -219,6 +221,7 @@ uint32_t kpb_flush_drop_partition(kpb_flush_t *f, const char *topic,
     f->item_cnt = f->item_cap = 0;
     f->batch_cnt = f->dead_cnt = f->part_cnt = 0;
     f->stream_cnt = f->event_cnt = 0;
+    f->bytes = 0;
     if (f->slots)
         memset(f->slots, 0xff, f->slot_cap * sizeof(*f->slots));
 
@@ -228,6 +231,7 @@ uint32_t kpb_flush_drop_partition(kpb_flush_t *f, const char *topic,
             dropped++;
             continue;
         }
+        f->bytes += old[i].key_len + old[i].value_len;
         flush_add(f, &old[i], max_events);
     }
     free(old);

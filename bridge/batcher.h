@@ -69,12 +69,17 @@ typedef struct kpb_flush_s {
     uint32_t ref_cnt, ref_cap;
     void (*ref_free)(void *ref);
     int64_t first_ms; /**< when the oldest record arrived (monotonic) */
+    size_t bytes;     /**< record bytes (key + value) added */
     /* stream map: (table, stream id) -> open batch, open addressing */
     uint32_t *slots;
     uint32_t slot_cap;
 } kpb_flush_t;
 
 typedef struct kpb_batcher_s kpb_batcher_t;
+
+/** A flush is also due once its records hold this many bytes (key + value),
+ *  so that flush_events large records do not make one huge transaction. */
+#define KPB_FLUSH_BYTES (8u << 20)
 
 /**
  * @brief Creates a batcher.

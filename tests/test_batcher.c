@@ -225,6 +225,31 @@ Test(batcher, is_due_at_flush_events_not_at_max_events) {
     kpb_flush_destroy(f);
 }
 
+/* Large records end a flush before flush_events do: 8 records of 1 MiB
+ * reach KPB_FLUSH_BYTES, and dropping a partition takes its bytes away. */
+Test(batcher, is_due_at_flush_bytes) {
+    b = kpb_batcher_new(1000, 4000, 60000, NULL);
+    const size_t mib = 1u << 20;
+    cr_assert_eq(KPB_FLUSH_BYTES, 8 * mib);
+    for (int i = 0; i < 7; i++) {
+        kpb_item_t it = item_of("orders", i % 2, i, "eventcore_events", "s");
+        it.value_len = mib - 16;
+        it.key_len = 16;
+        kpb_batcher_add(b, &it, 0);
+        cr_assert_not(kpb_batcher_due(b, 0), "due after %d records", i + 1);
+    }
+    kpb_item_t it = item_of("orders", 1, 7, "eventcore_events", "s");
+    it.value_len = mib;
+    kpb_batcher_add(b, &it, 0);
+    cr_assert(kpb_batcher_due(b, 0));
+    /* partition 1 held 4 of the 8 MiB */
+    cr_assert_eq(kpb_batcher_drop_partition(b, "orders", 1), 4);
+    cr_assert_not(kpb_batcher_due(b, 0));
+    kpb_flush_t *f = kpb_batcher_take(b);
+    cr_assert_eq(f->bytes, 4 * mib);
+    kpb_flush_destroy(f);
+}
+
 Test(batcher, counts_dead_letters_towards_due) {
     b = kpb_batcher_new(10, 10, 60000, NULL);
     for (int i = 0; i < 9; i++)

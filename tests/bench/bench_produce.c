@@ -97,6 +97,7 @@ int main(int argc, char **argv) {
     const char *brokers = NULL, *topic = NULL;
     double rate = 0;
     long linger = -1;
+    const char *batch_bytes = "1000000";
     int warmup = 0;
     bw_spec_t spec;
     bw_spec_defaults(&spec);
@@ -115,6 +116,8 @@ int main(int argc, char **argv) {
             rate = strtod(argv[++i], NULL);
         else if (!strcmp(argv[i], "--linger-ms") && i + 1 < argc)
             linger = strtol(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--batch-bytes") && i + 1 < argc)
+            batch_bytes = argv[++i];
         else if (!strcmp(argv[i], "--warmup"))
             warmup = 1;
         else {
@@ -122,7 +125,7 @@ int main(int argc, char **argv) {
                     "usage: bench_produce --brokers B --topic T [--shape S] "
                     "[--events N] [--streams S] [--payload-bytes B] "
                     "[--partitions P] [--seed X] [--rate R] [--linger-ms MS] "
-                    "[--warmup]\n");
+                    "[--batch-bytes B] [--warmup]\n");
             return 2;
         }
     }
@@ -144,6 +147,7 @@ int main(int argc, char **argv) {
         conf_set(conf, "compression.type", "lz4") ||
         conf_set(conf, "linger.ms", lbuf) ||
         conf_set(conf, "batch.num.messages", "10000") ||
+        conf_set(conf, "batch.size", batch_bytes) ||
         conf_set(conf, "queue.buffering.max.messages", "1000000") ||
         conf_set(conf, "queue.buffering.max.kbytes", "1048576") ||
         conf_set(conf, "enable.idempotence", "false") ||
