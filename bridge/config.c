@@ -707,9 +707,9 @@ static int cfg_postgres(kpb_cfgp_t *p, yaml_node_t *key, yaml_node_t *node,
  * rows, while a retried or revoked flush stays small.
  */
 static int cfg_batch(kpb_cfgp_t *p, yaml_node_t *node, kpb_config_t *conf) {
-    static const char *const names[] = {"max_events",       "linger_ms",
-                                        "max_pending",      "max_record_bytes",
-                                        "flush_events",     NULL};
+    static const char *const names[] = {"max_events",   "linger_ms",
+                                        "max_pending",  "max_record_bytes",
+                                        "flush_events", NULL};
     kpb_cfgmap_t map;
 
     if (cfg_mapping(p, node, "batch", names, &map))

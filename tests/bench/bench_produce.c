@@ -4,7 +4,8 @@
  * steady rate for the latency measurement.
  *
  *   bench_produce --brokers B --topic T [workload options]
- *                 [--rate EVENTS_PER_S] [--linger-ms MS] [--warmup]
+ *                 [--rate EVENTS_PER_S] [--linger-ms MS] [--batch-bytes B]
+ *                 [--warmup]
  *
  * Backlog (no --rate): lz4 and large batches, as `kpbridge-devkafka load`,
  * because the mock cluster keeps only about 5 MiB or 100,000 message sets per
@@ -18,6 +19,11 @@
  * timestamp (CreateTime) is taken by librdkafka when it is produced, which
  * is where the latency measurement starts.  linger.ms defaults to 0 here so
  * the producer adds as little as it can.
+ *
+ * --batch-bytes: the producer's batch.size (default 1000000, librdkafka's
+ * own).  It sets how large a message set a consumer decompresses and keeps
+ * alive while any record of it is held, so it moves the consumer's peak RSS
+ * (README, Benchmarks).
  *
  * --warmup: one record (event type "Warmup", key "warmup-<p>") into every
  * partition, so a consumer can be seen to own them all before the steady
