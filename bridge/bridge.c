@@ -24,6 +24,7 @@ typedef struct kpb_bridge_s {
     kpb_batcher_t *batcher;
     kpb_offsets_t offsets;
     kpb_hdrvec_t hdrs;
+    kpb_nudger_t *nudger; /* wakes the fetchers while draining */
     volatile sig_atomic_t *stop;
     int cooperative;
     int failed; /* a fatal error: stop with exit code 1 */
@@ -766,6 +767,9 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
         goto out;
     }
     kpb_metrics_set(KPB_METRIC_DB_CONNECTED, 1);
+    if (kpb_consumer_needs_nudger() &&
+        !(b.nudger = kpb_nudger_start(b.rk, KPB_NUDGE_MS)))
+        kpb_warn("cannot start the fetch nudger: a backlog drains slower");
     kpb_info("kpbridge %s consuming %zu topic(s) as group %s", KPB_VERSION,
              conf->topic_cnt, conf->group_id);
     int64_t next_lag = 0;
@@ -789,6 +793,7 @@ int kpb_bridge_run(const kpb_config_t *conf, int exit_at_end,
                     break;
                 }
             } else {
+                kpb_nudger_active(b.nudger);
                 handle_message(&b, rkm);
             }
         }
@@ -831,6 +836,7 @@ out:
      * on its own; the stored positions say which. */
     kpb_flush_destroy(b.sent);
     free(b.sent_from);
+    kpb_nudger_stop(b.nudger);
     if (b.rk) {
         rd_kafka_consumer_close(b.rk);
         kpb_batcher_destroy(b.batcher);
