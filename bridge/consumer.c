@@ -89,6 +89,23 @@ rd_kafka_conf_t *kpb_consumer_conf(const kpb_config_t *conf, char *errstr,
         if (set(kc, kv->key, kv->value, errstr, errstr_size))
             goto err;
     }
+    /* message.max.bytes is set above only to allow 256 KiB fetches; a
+     * smaller fetch.max.bytes of the user's takes it down too, or librdkafka
+     * would refuse the pair over a value the user never wrote. */
+    const char *fetch = NULL;
+    int own_msg_max = 1;
+    for (size_t i = 0; i < conf->kafka_prop_cnt; i++) {
+        if (!strcmp(conf->kafka_props[i].key, "fetch.max.bytes"))
+            fetch = conf->kafka_props[i].value;
+        else if (!strcmp(conf->kafka_props[i].key, "message.max.bytes"))
+            own_msg_max = 0;
+    }
+    if (fetch && own_msg_max) {
+        long long v = strtoll(fetch, NULL, 10);
+        if (v >= 1000 && v < 262144 &&
+            set(kc, "message.max.bytes", fetch, errstr, errstr_size))
+            goto err;
+    }
     rd_kafka_conf_set_log_cb(kc, kpb_consumer_log_cb);
     return kc;
 err:
@@ -187,9 +204,7 @@ static void *nudger_main(void *arg) {
 }
 
 kpb_nudger_t *kpb_nudger_start(rd_kafka_t *rk, int interval_ms) {
-    kpb_nudger_t *n = calloc(1, sizeof(*n));
-    if (!n)
-        return NULL;
+    kpb_nudger_t *n = kpb_xcalloc(1, sizeof(*n));
     n->rk = rk;
     n->interval_ms = interval_ms;
     atomic_init(&n->active, 0);

@@ -116,3 +116,68 @@ Test(consumer, nudger_refills_a_full_prefetch_queue_at_once,
     cr_expect(nudged < 0.3, "with the nudger a refill took %.3f s", nudged);
     kpbt_kafka_destroy(k);
 }
+
+/* kpbridge sets message.max.bytes to 262144 only so that its 256 KiB
+ * fetches are allowed; a smaller fetch.max.bytes of the user's must not make
+ * librdkafka refuse a value the user never wrote. */
+static rd_kafka_conf_t *consumer_conf(const char *props) {
+    char yaml[1024], err[512];
+    snprintf(yaml, sizeof(yaml),
+             "kafka:\n  brokers: \"127.0.0.1:1\"\n  group_id: g\n%s"
+             "postgres:\n  conninfo: \"dbname=x\"\n"
+             "topics:\n  - name: t\n    event_type: header:event-type\n",
+             props);
+    kpb_config_t *conf = NULL;
+    cr_assert_eq(kpb_config_parse(yaml, strlen(yaml), "test.yaml", &conf, err,
+                                  sizeof(err)),
+                 0, "%s", err);
+    rd_kafka_conf_t *kc = kpb_consumer_conf(conf, err, sizeof(err));
+    cr_assert(kc, "%s", err);
+    kpb_config_destroy(conf);
+    return kc;
+}
+
+static void expect_prop(rd_kafka_conf_t *kc, const char *key,
+                        const char *want) {
+    char v[64];
+    size_t n = sizeof(v);
+    cr_assert_eq(rd_kafka_conf_get(kc, key, v, &n), RD_KAFKA_CONF_OK, "%s",
+                 key);
+    cr_expect_str_eq(v, want, "%s", key);
+}
+
+/* Creating the consumer is where librdkafka checks the pair. */
+static int creates(rd_kafka_conf_t *kc, char *err, size_t err_size) {
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, err_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        return 0;
+    }
+    rd_kafka_destroy(rk);
+    return 1;
+}
+
+Test(consumer, a_smaller_fetch_takes_message_max_bytes_down) {
+    char err[512];
+    rd_kafka_conf_t *kc = consumer_conf("");
+    expect_prop(kc, "fetch.max.bytes", "262144");
+    expect_prop(kc, "message.max.bytes", "262144");
+    cr_expect(creates(kc, err, sizeof(err)), "defaults refused: %s", err);
+
+    kc = consumer_conf("  properties:\n    fetch.max.bytes: \"100000\"\n");
+    expect_prop(kc, "message.max.bytes", "100000");
+    cr_expect(creates(kc, err, sizeof(err)), "fetch.max.bytes 100000: %s",
+              err);
+
+    /* A larger fetch leaves kpbridge's value alone. */
+    kc = consumer_conf("  properties:\n    fetch.max.bytes: \"4194304\"\n");
+    expect_prop(kc, "message.max.bytes", "262144");
+    cr_expect(creates(kc, err, sizeof(err)), "fetch.max.bytes 4194304: %s",
+              err);
+
+    /* Both written by the user: librdkafka's own check, by name. */
+    kc = consumer_conf("  properties:\n    fetch.max.bytes: \"100000\"\n"
+                       "    message.max.bytes: \"1000000\"\n");
+    cr_expect(!creates(kc, err, sizeof(err)), "an impossible pair accepted");
+    cr_expect(strstr(err, "fetch.max.bytes") != NULL, "%s", err);
+}
